@@ -1,0 +1,26 @@
+"""The error taxonomy. Adapters translate foreign exceptions into these at their boundary;
+anything else is a bug and propagates."""
+
+from __future__ import annotations
+
+
+class OrderManagerError(Exception):
+    """Base of the errors our own code raises on purpose."""
+
+
+class VenueUnavailable(OrderManagerError):
+    """A read from the venue failed or its answer cannot be trusted. The answer is
+    *unknown*, never *empty*: callers must not conclude that nothing exists."""
+
+
+class VenueAuthError(OrderManagerError):
+    """The venue refused our credentials (10003 / 10004 / 10005 / 10007 / HTTP 401): a
+    configuration error, not a reason to reject signals one by one."""
+
+
+class StoreUnavailable(OrderManagerError):
+    """PostgreSQL could not be reached or the pool timed out."""
+
+
+class BrokerUnavailable(OrderManagerError):
+    """RabbitMQ could not be reached or the channel closed."""

@@ -1,0 +1,198 @@
+"""Value objects shared by the venue adapter, the decision logic and the actors.
+
+Plain frozen attrs classes: no I/O, no serialization. Every price, quantity and amount
+is a ``Decimal``; Bybit sends them as strings and the adapter converts at the edge.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+
+import attrs
+
+
+class Side(str, enum.Enum):
+    BUY = "Buy"
+    SELL = "Sell"
+
+    @property
+    def sign(self) -> int:
+        """+1 for Buy, -1 for Sell: the direction a fill moves a signed position."""
+        return 1 if self is Side.BUY else -1
+
+    @property
+    def opposite(self) -> Side:
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class OrderType(str, enum.Enum):
+    MARKET = "Market"
+    LIMIT = "Limit"
+
+
+@attrs.frozen
+class MarketSnapshot:
+    """``market_data_snapshot`` of a signal. ``spread`` is absolute, in quote currency."""
+
+    price: Decimal | None = None
+    spread: Decimal | None = None
+    volume_24h: Decimal | None = None
+    volatility: Decimal | None = None
+
+
+@attrs.frozen
+class Signal:
+    """A validated trading signal from model-service (contract §3.1)."""
+
+    signal_id: str
+    side: Side  # from signal_type "buy" / "sell"
+    asset: str  # upper-cased symbol, e.g. "BTCUSDT"
+    amount: Decimal  # quote currency (USDT), > 0
+    confidence: Decimal  # 0..1
+    timestamp: datetime  # timezone-aware
+    trace_id: str
+    strategy_id: str | None = None
+    model_version: str | None = None
+    is_warmup: bool = False
+    market: MarketSnapshot | None = None
+    urgent: bool = False  # metadata.urgency == true forces a Market order
+    # The decoded JSON object as received (unknown fields kept), for storage and events.
+    payload: Mapping[str, object] = attrs.field(factory=dict, eq=False, repr=False)
+
+
+@attrs.frozen
+class Instrument:
+    """The trading rules of one symbol, from ``/v5/market/instruments-info`` (linear)."""
+
+    symbol: str
+    status: str  # "Trading" when orders are accepted
+    base_coin: str
+    quote_coin: str
+    tick_size: Decimal
+    min_price: Decimal
+    max_price: Decimal
+    qty_step: Decimal
+    min_qty: Decimal
+    max_qty: Decimal  # Limit orders
+    max_mkt_qty: Decimal  # Market orders (Bybit keeps a lower cap for them)
+    min_notional: Decimal  # qty * price must reach it
+    # riskParameters.priceLimitRatioX: a Limit price must stay within last * (1 ± ratio).
+    price_limit_ratio: Decimal | None = None
+
+    @property
+    def is_trading(self) -> bool:
+        return self.status == "Trading"
+
+
+@attrs.frozen
+class Ticker:
+    symbol: str
+    last_price: Decimal
+    bid_price: Decimal | None = None
+    ask_price: Decimal | None = None
+    mark_price: Decimal | None = None
+
+
+@attrs.frozen
+class RetryPolicy:
+    """Backoff for requests that certainly did not execute: base × multiplier^n, capped."""
+
+    max_attempts: int = 3
+    base_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    multiplier: float = 2.0
+
+    def delay_s(self, attempt: int) -> float:
+        """Delay before retry number ``attempt`` (1 = the first retry)."""
+        return min(self.max_delay_s, self.base_delay_s * self.multiplier ** (attempt - 1))
+
+
+@attrs.frozen
+class OrderRequest:
+    """One order as we send it to the venue (``POST /v5/order/create``)."""
+
+    symbol: str
+    side: Side
+    order_type: OrderType
+    qty: Decimal
+    price: Decimal | None  # None for Market
+    order_link_id: str  # ≤ 36 chars, [0-9A-Za-z_-], deterministic per signal and leg
+    time_in_force: str = "GTC"
+    reduce_only: bool = False
+    category: str = "linear"
+
+
+@attrs.frozen
+class VenueOrder:
+    """An order as the venue reports it (REST realtime/history, or a ws-gateway order event)."""
+
+    order_id: str
+    order_link_id: str
+    symbol: str
+    side: Side
+    order_type: str
+    status: str  # Bybit orderStatus, e.g. "New", "PartiallyFilled", "Filled", "Cancelled"
+    qty: Decimal
+    price: Decimal | None
+    cum_exec_qty: Decimal
+    cum_exec_value: Decimal
+    cum_exec_fee: Decimal
+    avg_price: Decimal | None  # None when nothing executed ("" or "0" on the wire)
+    leaves_qty: Decimal
+    reject_reason: str
+    created_ms: int
+    updated_ms: int
+    reduce_only: bool = False
+
+
+@attrs.frozen
+class VenuePosition:
+    """One linear position from ``/v5/position/list``; ``size`` is signed (Sell = negative)."""
+
+    symbol: str
+    size: Decimal
+    avg_price: Decimal
+    realized_pnl: Decimal  # cumRealisedPnl
+    unrealized_pnl: Decimal
+    mark_price: Decimal | None = None
+
+
+# Outcomes of a write to the venue (create / cancel). Exactly one of these, never an exception.
+
+
+@attrs.frozen
+class Accepted:
+    """The venue acknowledged the request (retCode 0, or 110072 resolved by lookup)."""
+
+    order_id: str
+    order_link_id: str
+
+
+@attrs.frozen
+class Rejected:
+    """The venue refused the request; final. ``code`` is Bybit's retCode."""
+
+    code: int
+    message: str
+
+
+@attrs.frozen
+class Unavailable:
+    """The request certainly did not execute (refused before sending, 10006, ...) and the
+    retry budget is spent. Safe to try again later."""
+
+    reason: str
+
+
+@attrs.frozen
+class Unknown:
+    """The request may or may not have executed (timeout after sending, 10000/10016, 5xx).
+    Never retried blindly: resolved by looking the ``orderLinkId`` up."""
+
+    reason: str
+
+
+WriteOutcome = Accepted | Rejected | Unavailable | Unknown

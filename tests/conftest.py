@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests import support
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # psycopg's async pool, aiormq and aiohttp are asyncio-native.
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def test_database() -> Iterator[str]:
+    """A fresh database for this test session; returns its conninfo. Schema is applied by
+    whoever starts the service (or explicitly by a test)."""
+    support.recreate_database(support.TEST_DB)
+    yield support.admin_conninfo(support.TEST_DB)
+
+
+@pytest.fixture
+def clean_database(test_database: str) -> str:
+    """The session database with every table emptied (schema kept)."""
+    support.truncate_all(test_database)
+    return test_database
