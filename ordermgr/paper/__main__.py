@@ -1,0 +1,91 @@
+"""``python -m ordermgr.paper``: serve the paper venue until SIGTERM or SIGINT (exit 0)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from decimal import Decimal
+
+import anyio
+from pythonjsonlogger.json import JsonFormatter
+
+from ordermgr.paper.config import PaperConfig
+from ordermgr.paper.venue import PaperVenue
+
+log = logging.getLogger("ordermgr.paper")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[PaperConfig, str]:
+    defaults = PaperConfig()
+    parser = argparse.ArgumentParser(prog="python -m ordermgr.paper", description=__doc__)
+    add = parser.add_argument
+    add("--host", default=defaults.host)
+    add("--port", type=int, default=8600)
+    add("--api-key", default=defaults.api_key)
+    add("--api-secret", default=defaults.api_secret)
+    add("--amqp-url", default=None, help="RabbitMQ URL for order events; omit to switch them off")
+    add("--order-queue", default=defaults.order_queue)
+    add("--seed", type=int, default=defaults.seed)
+    add("--price-walk-interval", type=float, default=defaults.price_walk_interval_s, help="seconds; 0 = off")
+    add("--price-walk-step", type=Decimal, default=defaults.price_walk_step, help="max relative move per tick")
+    add("--initial-balance", type=Decimal, default=defaults.initial_balance)
+    add("--market-fill-parts", type=int, default=defaults.market_fill_parts)
+    add("--enforce-rate-limits", action="store_true")
+    add("--access-log", action="store_true")
+    add("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    config = PaperConfig(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        api_secret=args.api_secret,
+        amqp_url=args.amqp_url,
+        order_queue=args.order_queue,
+        seed=args.seed,
+        price_walk_interval_s=args.price_walk_interval,
+        price_walk_step=args.price_walk_step,
+        initial_balance=args.initial_balance,
+        market_fill_parts=args.market_fill_parts,
+        enforce_rate_limits=args.enforce_rate_limits,
+        access_log=args.access_log,
+    )
+    return config, args.log_level
+
+
+async def serve(config: PaperConfig) -> None:
+    """Run the venue; the first SIGTERM or SIGINT stops it cleanly."""
+    venue = PaperVenue(config)
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with anyio.create_task_group() as tg:
+            await tg.start(venue.run)
+            async for received in signals:
+                log.info("stopping on %s", signal.Signals(received).name)
+                tg.cancel_scope.cancel()
+                break
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(
+            "{asctime}{levelname}{name}{message}",
+            style="{",
+            rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
+            static_fields={"service": "paper-venue"},
+        )
+    )
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config, level = parse_args(argv)
+    configure_logging(level)
+    anyio.run(serve, config, backend="asyncio")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

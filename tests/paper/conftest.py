@@ -1,0 +1,34 @@
+"""Fixtures: a venue per test and a pybit session pointed at it (helpers in helpers.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
+from pybit.unified_trading import HTTP
+
+from ordermgr.paper import PaperVenue
+from tests.paper.helpers import make_session, running_venue
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    # Any blocking call made by ordermgr code on the event loop thread fails the test.
+    with blockbuster_ctx("ordermgr") as bb:
+        yield bb
+
+
+@pytest.fixture
+async def venue() -> AsyncIterator[PaperVenue]:
+    async with running_venue() as venue:
+        yield venue
+
+
+@pytest.fixture
+async def session(venue: PaperVenue) -> AsyncIterator[HTTP]:
+    assert venue.base_url is not None
+    session = make_session(venue.base_url)
+    yield session
+    await anyio.to_thread.run_sync(session.client.close)
