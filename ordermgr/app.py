@@ -1,26 +1,39 @@
-"""Composition root: opens the resources, starts every task in nested task groups, and
-owns the shutdown order. The nesting below IS the shutdown order: leaving the innermost
-block first stops intake and drains the actors, then the HTTP server and the broker stop,
-then the pool closes."""
+"""Composition root: opens the resources, starts every task in nested task groups, and owns
+the shutdown order. The nesting below IS the shutdown order: leaving the innermost block first
+stops intake, then the actors drain, then the outbox flushes, then the HTTP server, broker and
+venue stop, and last the pool closes."""
 
 from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import anyio
 import attrs
 import psycopg
 from anyio.abc import TaskStatus
 
-from ordermgr.broker import Broker
+from ordermgr.actors.intake import run_intake
+from ordermgr.actors.outbox import OutboxWakeup, flush_outbox, run_outbox
+from ordermgr.actors.supervisor import Supervisor, open_supervisor
+from ordermgr.actors.symbol import ActorDeps, ExposureBook, SymbolActor
+from ordermgr.broker import SIGNAL_QUEUE, Broker, Delivery, Publisher, consume
 from ordermgr.config import Config
+from ordermgr.decision import DecisionSettings
+from ordermgr.errors import VenueAuthError, VenueUnavailable
+from ordermgr.exchange import BybitExchange
 from ordermgr.http_api import create_app, serve
 from ordermgr.migrate import apply_migrations
-from ordermgr.store import PgStore
+from ordermgr.model import Instrument
+from ordermgr.paper import PaperConfig, PaperVenue
+from ordermgr.paper.instruments import LISTINGS
+from ordermgr.store import PgStore, until_stored
 
 log = logging.getLogger(__name__)
+
+VENUE_CHECK_INTERVAL_S = 15.0
 
 
 @attrs.define
@@ -29,6 +42,8 @@ class ServiceState:
 
     store: PgStore
     broker: Broker
+    is_paper: bool = False
+    venue_ok: bool = False
     migrated: bool = False
     reconciled: bool = False
     stopping: bool = False
@@ -37,8 +52,9 @@ class ServiceState:
         return {
             "database": await self.store.ping(),
             "rabbitmq": self.broker.is_connected,
-            "bybit_api": False,
-            "ws_gateway": False,
+            "bybit_api": self.venue_ok,
+            # The paper venue publishes ws-gateway's order events itself.
+            "ws_gateway": self.is_paper and self.venue_ok,
         }
 
     def is_ready(self, dependencies: Mapping[str, bool]) -> bool:
@@ -49,6 +65,24 @@ class ServiceState:
             and self.reconciled
             and not self.stopping
         )
+
+
+def default_instruments() -> dict[str, Instrument]:
+    """Documented default filters (the paper venue's table), for dry-run without a venue."""
+    return {symbol: listing.instrument for symbol, listing in LISTINGS.items()}
+
+
+def decision_settings(config: Config) -> DecisionSettings:
+    return DecisionSettings(
+        market_confidence_threshold=config.market_order_confidence_threshold,
+        market_spread_threshold_pct=config.market_order_spread_threshold,
+        limit_price_offset_ratio=config.limit_order_price_offset_ratio,
+        max_single_order_usdt=config.max_single_order_size,
+        enable_splitting=config.enable_order_splitting,
+        max_position_size=config.max_position_size,
+        max_exposure_usdt=config.max_exposure,
+        max_order_size_ratio=config.max_order_size_ratio,
+    )
 
 
 async def migrate_until_done(config: Config, *, max_backoff_s: float = 5.0) -> None:
@@ -75,6 +109,41 @@ async def watch_signals(stop: anyio.Event) -> None:
             return
 
 
+async def watch_venue(exchange: BybitExchange, state: ServiceState, *, private: bool) -> None:
+    """Keep ``bybit_api`` in /ready current. The public time call refreshes the clock offset;
+    a private call (the balance) proves the credentials, which the venue may refuse
+    (contract §7.13: a configuration error, shown by /ready and logged loudly)."""
+    while True:
+        try:
+            await exchange.server_time_ms()
+            if private:
+                await exchange.available_balance()
+            state.venue_ok = True
+        except VenueAuthError as exc:
+            state.venue_ok = False
+            log.critical("venue refused our API credentials: check BYBIT_API_KEY / BYBIT_API_SECRET and "
+                         "BYBIT_ENVIRONMENT", extra={"error": str(exc)})  # fmt: skip
+        except VenueUnavailable:
+            state.venue_ok = False
+        await anyio.sleep(VENUE_CHECK_INTERVAL_S)
+
+
+async def unless_stopped(stop: anyio.Event, work: Callable[[], Awaitable[Any]]) -> bool:
+    """Run ``work`` unless ``stop`` is set first; True when it finished."""
+    finished = False
+    async with anyio.create_task_group() as tg:
+
+        async def cancel_on_stop() -> None:
+            await stop.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(cancel_on_stop)
+        await work()
+        finished = True
+        tg.cancel_scope.cancel()
+    return finished
+
+
 async def run(
     config: Config,
     *,
@@ -87,19 +156,111 @@ async def run(
     stop = stop or anyio.Event()
     async with PgStore(config.postgres.conninfo) as store:
         broker = Broker(config.rabbitmq.url)
-        state = ServiceState(store, broker)
+        state = ServiceState(store, broker, is_paper=config.is_paper)
         async with anyio.create_task_group() as outer:
             await outer.start(broker.run)
             port = await outer.start(serve, create_app(state), http_host, config.port)
             if handle_signals:
                 outer.start_soon(watch_signals, stop)
             task_status.started(port)
-            await migrate_until_done(config)
-            state.migrated = True
-            state.reconciled = True
-            log.info("ready to take signals")
-            await stop.wait()
-            state.stopping = True
-            log.info("stopping")
+            base_url = config.rest_url
+            if config.is_paper and base_url is None:
+                venue = PaperVenue(_paper_config(config))
+                base_url = await outer.start(venue.run)
+            assert base_url is not None
+            exchange = BybitExchange(
+                api_key=config.bybit_api_key, api_secret=config.bybit_api_secret, base_url=base_url,
+                timeout_s=config.order_execution_timeout_s, retry=config.retry,
+            )  # fmt: skip
+            outer.start_soon(lambda: watch_venue(exchange, state, private=not config.dry_run))
+            try:
+                if await unless_stopped(stop, lambda: migrate_until_done(config)):
+                    state.migrated = True
+                    await run_trading(config, store, broker, exchange, state, stop)
+            finally:
+                state.stopping = True
+                await exchange.aclose()
             outer.cancel_scope.cancel()
     log.info("stopped")
+
+
+def _paper_config(config: Config) -> PaperConfig:
+    return PaperConfig(
+        api_key=config.bybit_api_key,
+        api_secret=config.bybit_api_secret,
+        amqp_url=config.rabbitmq.url,
+        seed=config.paper_seed,
+    )
+
+
+async def run_trading(
+    config: Config, store: PgStore, broker: Broker, exchange: BybitExchange, state: ServiceState, stop: anyio.Event
+) -> None:
+    """Outbox publisher outermost (it flushes last), then the actors, then intake innermost."""
+    wakeup = OutboxWakeup()
+    publisher = Publisher(broker)
+    deps = ActorDeps(
+        store=store, venue=exchange, settings=decision_settings(config), exposure=ExposureBook(),
+        wake_outbox=wakeup.notify, dry_run=config.dry_run, fallback_instruments=default_instruments,
+    )  # fmt: skip
+    # Mailboxes and the intake stream hold more than the prefetch: routing never waits on a slow symbol.
+    capacity = 2 * config.prefetch + 16
+    async with anyio.create_task_group() as events:
+        events.start_soon(run_outbox, store, publisher, wakeup)
+        with anyio.CancelScope() as drain:
+            async with open_supervisor(lambda symbol: SymbolActor(symbol, deps), capacity) as supervisor:
+                await _start_known_actors(supervisor, store)
+                state.reconciled = True
+                log.info("ready to take signals")
+                await _take_signals(config, broker, store, exchange, supervisor, wakeup, stop, capacity)
+                state.stopping = True
+                log.info("stopping: intake closed, draining actors", extra={"timeout_s": config.drain_timeout_s})
+                drain.deadline = anyio.current_time() + config.drain_timeout_s
+        if drain.cancelled_caught:
+            log.warning("drain timed out; unacknowledged signals return to the queue")
+        await flush_outbox(store, publisher, timeout_s=5.0)
+        events.cancel_scope.cancel()
+
+
+async def _start_known_actors(supervisor: Supervisor, store: PgStore) -> None:
+    """Contract §1: symbols with open orders get their actor at boot."""
+    for symbol in sorted({order.asset for order in await until_stored(store.active_orders)}):
+        await supervisor.ensure_actor(symbol)
+
+
+async def _take_signals(
+    config: Config,
+    broker: Broker,
+    store: PgStore,
+    exchange: BybitExchange,
+    supervisor: Supervisor,
+    wakeup: OutboxWakeup,
+    stop: anyio.Event,
+    capacity: int,
+) -> None:
+    """Consume the signal queue until ``stop``; then stop deliveries and finish the ones in hand."""
+    send, receive = anyio.create_memory_object_stream[Delivery](capacity)
+
+    async def hand_over(delivery: Delivery) -> None:
+        try:
+            send.send_nowait(delivery)
+        except (anyio.WouldBlock, anyio.ClosedResourceError):
+            await delivery.requeue()  # intake is full or closing: the broker keeps it for later
+
+    async def known_symbols() -> frozenset[str]:
+        try:
+            instruments = await exchange.instruments()
+        except VenueUnavailable:
+            if not config.dry_run:
+                raise
+            instruments = default_instruments()
+        return frozenset(symbol for symbol, instrument in instruments.items() if instrument.is_trading)
+
+    intake_stop = anyio.Event()
+    async with anyio.create_task_group() as intake:
+        intake.start_soon(lambda: consume(broker, SIGNAL_QUEUE, hand_over, prefetch=config.prefetch, stop=intake_stop))
+        intake.start_soon(lambda: run_intake(
+            receive, supervisor, store, known_symbols, wakeup.notify, max_age_s=config.signal_max_age_s))  # fmt: skip
+        await stop.wait()
+        intake_stop.set()
+        send.close()

@@ -7,7 +7,7 @@ aiormq exceptions never leave this module: callers see ``BrokerUnavailable``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiormq
@@ -125,7 +125,7 @@ async def _wait_closed(closable: aiormq.abc.AbstractConnection | aiormq.abc.Abst
 async def consume(
     broker: Broker,
     queue: str,
-    on_delivery: Callable[[Delivery], None],
+    on_delivery: Callable[[Delivery], Awaitable[None]],
     *,
     prefetch: int,
     arguments: Mapping[str, Any] | None = None,
@@ -133,7 +133,7 @@ async def consume(
 ) -> None:
     """Consume ``queue`` for as long as the task runs (or until ``stop`` is set), re-subscribing
     after each reconnect. ``on_delivery`` runs in aiormq's own task, so it must not block:
-    it hands the delivery on with ``send_nowait``."""
+    it hands the delivery on (or requeues it)."""
     stop = stop or anyio.Event()
     while not stop.is_set():
         connection = await broker.wait_connected()
@@ -143,7 +143,7 @@ async def consume(
             await channel.queue_declare(queue, durable=True, arguments=dict(arguments or {}))
 
             async def callback(message: aiormq.abc.DeliveredMessage) -> None:
-                on_delivery(_wrap(message))
+                await on_delivery(_wrap(message))
 
             consumer = await channel.basic_consume(queue, callback, no_ack=False)
             log.info("consuming", extra={"queue": queue})

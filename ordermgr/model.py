@@ -7,6 +7,7 @@ is a ``Decimal``; Bybit sends them as strings and the adapter converts at the ed
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -196,3 +197,33 @@ class Unknown:
 
 
 WriteOutcome = Accepted | Rejected | Unavailable | Unknown
+
+
+@attrs.frozen
+class OrderRecord:
+    """One row of the ``orders`` table: our view of an exchange order."""
+
+    id: uuid.UUID
+    order_id: str | None  # venue id, once acknowledged
+    order_link_id: str
+    signal_id: str
+    asset: str
+    side: str  # "Buy" / "Sell"
+    order_type: str  # "Market" / "Limit"
+    status: str  # submitting, pending, partially_filled, filled, cancelled, rejected, dry_run
+    quantity: Decimal
+    price: Decimal | None
+    created_at: datetime
+    updated_at: datetime
+    filled_quantity: Decimal = Decimal(0)
+    filled_value: Decimal = Decimal(0)
+    average_price: Decimal | None = None
+    fees: Decimal = Decimal(0)
+    executed_at: datetime | None = None
+    is_dry_run: bool = False
+    trace_id: str | None = None
+    rejection_reason: str | None = None
+    category: str = "linear"
+    time_in_force: str = "GTC"
+    reduce_only: bool = False
+    venue_updated_ms: int | None = None

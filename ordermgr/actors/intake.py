@@ -1,0 +1,78 @@
+"""Intake: decodes each delivery from the signal queue. Invalid messages are stored with their
+reasons, answered with a ``rejected`` event and acknowledged here; valid ones go to their
+symbol's actor."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from ordermgr.actors.supervisor import Supervisor
+from ordermgr.broker import Delivery
+from ordermgr.errors import VenueUnavailable
+from ordermgr.events import order_event
+from ordermgr.messages import SignalReceived
+from ordermgr.signals import InvalidSignal, decode_signal
+from ordermgr.store import PgStore, until_stored
+
+log = logging.getLogger(__name__)
+
+KnownSymbols = Callable[[], Awaitable[frozenset[str]]]
+
+
+async def run_intake(
+    deliveries: MemoryObjectReceiveStream[Delivery],
+    supervisor: Supervisor,
+    store: PgStore,
+    known_symbols: KnownSymbols,
+    wake_outbox: Callable[[], None],
+    *,
+    max_age_s: float = 0.0,
+) -> None:
+    """Handle deliveries until the stream closes."""
+    async with deliveries:
+        async for delivery in deliveries:
+            received = time.monotonic()
+            symbols = await _symbols_when_known(known_symbols)
+            now = datetime.now(UTC)
+            result = decode_signal(
+                delivery.body, headers=delivery.headers, is_known_symbol=symbols.__contains__, now=now,
+                max_age_s=max_age_s,
+            )  # fmt: skip
+            if isinstance(result, InvalidSignal):
+                await _answer_invalid(result, delivery, store, wake_outbox, now)
+            else:
+                await supervisor.route(result.asset, SignalReceived(result, delivery, len(delivery.body), received))
+
+
+async def _symbols_when_known(known_symbols: KnownSymbols) -> frozenset[str]:
+    """The venue's trading symbols. While they cannot be learned, wait: rejecting signals as
+    'unknown symbol' because the venue is down would lose them."""
+    delay_s = 0.5
+    while True:
+        try:
+            return await known_symbols()
+        except VenueUnavailable as exc:
+            log.error("instrument list unavailable; intake waits", extra={"error": str(exc)})
+            await anyio.sleep(delay_s)
+            delay_s = min(10.0, delay_s * 2)
+
+
+async def _answer_invalid(
+    invalid: InvalidSignal, delivery: Delivery, store: PgStore, wake_outbox: Callable[[], None], now: datetime
+) -> None:
+    context = {"trace_id": invalid.trace_id, "signal_id": invalid.signal_id, "asset": invalid.asset}
+    problems = [{"field": p.field, "rule": p.rule} for p in invalid.problems]
+    log.warning("signal invalid", extra={**context, "code": invalid.code, "reason": invalid.message, "problems": problems})
+    event = order_event(
+        "rejected", order=None, signal=invalid.payload, signal_id=invalid.signal_id, trace_id=invalid.trace_id,
+        now=now, rejection=(invalid.code, invalid.message),
+    )  # fmt: skip
+    await until_stored(store.record_invalid, invalid, event)
+    wake_outbox()
+    await delivery.ack()

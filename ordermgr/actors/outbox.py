@@ -1,0 +1,68 @@
+"""The outbox publisher: sends committed order events to RabbitMQ with publisher confirms and
+marks them published. A broker outage delays events; none is lost (contract §4)."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+
+from ordermgr.broker import ORDER_EVENTS_QUEUE, Publisher
+from ordermgr.errors import BrokerUnavailable, StoreUnavailable
+from ordermgr.store import PgStore
+
+log = logging.getLogger(__name__)
+
+
+class OutboxWakeup:
+    """Set after a commit that wrote events, so they leave at once rather than at the next poll."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout_s: float) -> None:
+        with anyio.move_on_after(timeout_s):
+            await self._event.wait()
+        self._event = anyio.Event()
+
+
+async def publish_pending(store: PgStore, publisher: Publisher, *, batch: int = 200) -> int:
+    """Publish one batch of unpublished events in commit order; return how many were sent."""
+    rows = await store.unpublished_events(batch)
+    for row in rows:
+        await publisher.publish(
+            ORDER_EVENTS_QUEUE, row.body, message_id=str(row.event_id), headers={"trace_id": row.trace_id or ""}
+        )
+    if rows:
+        await store.mark_published([row.seq for row in rows])
+    return len(rows)
+
+
+async def run_outbox(store: PgStore, publisher: Publisher, wakeup: OutboxWakeup, *, poll_s: float = 1.0) -> None:
+    """Publish until cancelled; events are at-least-once (``event_id`` lets consumers dedupe)."""
+    failures = 0
+    while True:
+        try:
+            sent = await publish_pending(store, publisher)
+            failures = 0
+        except (BrokerUnavailable, StoreUnavailable) as exc:
+            failures += 1
+            if failures == 1:
+                log.error("order events waiting for their destination", extra={"error": str(exc)})
+            await anyio.sleep(min(5.0, 0.2 * 2**failures))
+            continue
+        if sent == 0:
+            await wakeup.wait(poll_s)
+
+
+async def flush_outbox(store: PgStore, publisher: Publisher, *, timeout_s: float) -> None:
+    """At shutdown: publish what is left, bounded in time; the rest leaves at the next start."""
+    with anyio.move_on_after(timeout_s, shield=True):
+        try:
+            while await publish_pending(store, publisher):
+                pass
+        except (BrokerUnavailable, StoreUnavailable) as exc:
+            log.warning("order events left in the outbox for the next start", extra={"error": str(exc)})
