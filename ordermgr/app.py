@@ -15,21 +15,31 @@ import attrs
 import psycopg
 from anyio.abc import TaskStatus
 
-from ordermgr.actors.intake import run_intake
+from ordermgr.actors.deps import ActorDeps, ExposureBook
+from ordermgr.actors.intake import run_intake, run_order_updates
 from ordermgr.actors.outbox import OutboxWakeup, flush_outbox, run_outbox
 from ordermgr.actors.supervisor import Supervisor, open_supervisor
-from ordermgr.actors.symbol import ActorDeps, ExposureBook, SymbolActor
-from ordermgr.broker import SIGNAL_QUEUE, Broker, Delivery, Publisher, consume
+from ordermgr.actors.symbol import SymbolActor
+from ordermgr.actors.sync import SyncService
+from ordermgr.actors.timers import every, snapshot_tick, sync_tick, validation_tick
+from ordermgr.broker import (
+    ORDER_UPDATES_ARGUMENTS, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE, Broker, Delivery, Publisher, consume,
+)  # fmt: skip
 from ordermgr.config import Config
 from ordermgr.decision import DecisionSettings
 from ordermgr.errors import VenueAuthError, VenueUnavailable
 from ordermgr.exchange import BybitExchange
+from ordermgr.api import create_api
 from ordermgr.http_api import create_app, serve
 from ordermgr.migrate import apply_migrations
 from ordermgr.model import Instrument
+from ordermgr.metrics import metrics_log_fields
 from ordermgr.paper import PaperConfig, PaperVenue
+from ordermgr.queries import Queries
 from ordermgr.paper.instruments import LISTINGS
+from ordermgr.messages import SyncRequest
 from ordermgr.store import PgStore, until_stored
+from ordermgr.ws_gateway import keep_subscribed
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,7 @@ class ServiceState:
     broker: Broker
     is_paper: bool = False
     venue_ok: bool = False
+    ws_gateway_ok: bool = False
     migrated: bool = False
     reconciled: bool = False
     stopping: bool = False
@@ -54,8 +65,11 @@ class ServiceState:
             "rabbitmq": self.broker.is_connected,
             "bybit_api": self.venue_ok,
             # The paper venue publishes ws-gateway's order events itself.
-            "ws_gateway": self.is_paper and self.venue_ok,
+            "ws_gateway": self.venue_ok if self.is_paper else self.ws_gateway_ok,
         }
+
+    def set_ws_gateway(self, ok: bool) -> None:
+        self.ws_gateway_ok = ok
 
     def is_ready(self, dependencies: Mapping[str, bool]) -> bool:
         return (
@@ -159,7 +173,9 @@ async def run(
         state = ServiceState(store, broker, is_paper=config.is_paper)
         async with anyio.create_task_group() as outer:
             await outer.start(broker.run)
-            port = await outer.start(serve, create_app(state), http_host, config.port)
+            sync = SyncService(store)  # also the API's metrics source
+            api = create_api(queries=Queries(store.pool), api_key=config.api_key, sync=sync, metrics=sync)
+            port = await outer.start(serve, create_app(state, api=api), http_host, config.port)
             if handle_signals:
                 outer.start_soon(watch_signals, stop)
             task_status.started(port)
@@ -173,10 +189,13 @@ async def run(
                 timeout_s=config.order_execution_timeout_s, retry=config.retry,
             )  # fmt: skip
             outer.start_soon(lambda: watch_venue(exchange, state, private=not config.dry_run))
+            if not config.is_paper:
+                outer.start_soon(lambda: keep_subscribed(config.ws_gateway_url, config.ws_gateway_api_key,
+                                                         config.service_name, state.set_ws_gateway))  # fmt: skip
             try:
                 if await unless_stopped(stop, lambda: migrate_until_done(config)):
                     state.migrated = True
-                    await run_trading(config, store, broker, exchange, state, stop)
+                    await run_trading(config, store, broker, exchange, state, stop, sync)
             finally:
                 state.stopping = True
                 await exchange.aclose()
@@ -194,14 +213,17 @@ def _paper_config(config: Config) -> PaperConfig:
 
 
 async def run_trading(
-    config: Config, store: PgStore, broker: Broker, exchange: BybitExchange, state: ServiceState, stop: anyio.Event
+    config: Config, store: PgStore, broker: Broker, exchange: BybitExchange, state: ServiceState, stop: anyio.Event,
+    sync: SyncService,
 ) -> None:
-    """Outbox publisher outermost (it flushes last), then the actors, then intake innermost."""
+    """Outbox publisher outermost (it flushes last), then the actors, then order updates and
+    timers, then intake innermost (it stops first)."""
     wakeup = OutboxWakeup()
     publisher = Publisher(broker)
     deps = ActorDeps(
         store=store, venue=exchange, settings=decision_settings(config), exposure=ExposureBook(),
         wake_outbox=wakeup.notify, dry_run=config.dry_run, fallback_instruments=default_instruments,
+        resubmit_window_s=config.resubmit_window_s, limit_order_ttl_s=config.limit_order_ttl_s,
     )  # fmt: skip
     # Mailboxes and the intake stream hold more than the prefetch: routing never waits on a slow symbol.
     capacity = 2 * config.prefetch + 16
@@ -209,11 +231,17 @@ async def run_trading(
         events.start_soon(run_outbox, store, publisher, wakeup)
         with anyio.CancelScope() as drain:
             async with open_supervisor(lambda symbol: SymbolActor(symbol, deps), capacity) as supervisor:
-                await _start_known_actors(supervisor, store)
-                state.reconciled = True
-                log.info("ready to take signals")
-                await _take_signals(config, broker, store, exchange, supervisor, wakeup, stop, capacity)
-                state.stopping = True
+                async with anyio.create_task_group() as background:
+                    background.start_soon(_follow_orders, broker, supervisor, config.prefetch, capacity)
+                    if await unless_stopped(stop, lambda: _reconcile_at_startup(supervisor, store)):
+                        state.reconciled = True
+                        sync.attach(supervisor, exchange)
+                        _start_timers(background, config, supervisor, exchange)
+                        log.info("ready to take signals")
+                        await _take_signals(config, broker, store, exchange, supervisor, wakeup, stop, capacity)
+                    state.stopping = True
+                    sync.attach(None)
+                    background.cancel_scope.cancel()
                 log.info("stopping: intake closed, draining actors", extra={"timeout_s": config.drain_timeout_s})
                 drain.deadline = anyio.current_time() + config.drain_timeout_s
         if drain.cancelled_caught:
@@ -222,10 +250,47 @@ async def run_trading(
         events.cancel_scope.cancel()
 
 
-async def _start_known_actors(supervisor: Supervisor, store: PgStore) -> None:
-    """Contract §1: symbols with open orders get their actor at boot."""
-    for symbol in sorted({order.asset for order in await until_stored(store.active_orders)}):
+async def _reconcile_at_startup(supervisor: Supervisor, store: PgStore) -> None:
+    """Contract §7.10: before the first signal, every order not yet final is looked up on the
+    venue by orderLinkId and settled. Symbols with open orders or a position get their actor."""
+    active = {order.asset for order in await until_stored(store.active_orders)}
+    symbols = sorted(active | set(await until_stored(store.position_assets)))
+    for symbol in symbols:
         await supervisor.ensure_actor(symbol)
+    replies = await supervisor.ask(lambda reply: SyncRequest(reply, strict=True), active)
+    log.info("startup reconciliation done", extra={
+        "symbols": symbols, "synced_orders": sum(r.synced_orders for r in replies.values()),
+        "updated_orders": sum(r.updated_orders for r in replies.values())})  # fmt: skip
+
+
+def _start_timers(tg: anyio.abc.TaskGroup, config: Config, supervisor: Supervisor, exchange: BybitExchange) -> None:
+    tg.start_soon(every, config.sync_interval_s, sync_tick(supervisor))
+    tg.start_soon(every, config.position_snapshot_interval_s, snapshot_tick(supervisor))
+    if not config.dry_run:
+        tg.start_soon(every, config.position_validation_interval_s, validation_tick(supervisor, exchange))
+    tg.start_soon(every, config.metrics_interval_s, lambda: _log_metrics(supervisor))
+
+
+async def _log_metrics(supervisor: Supervisor) -> None:
+    """Contract §10: one symbol_metrics line per active symbol every metrics interval."""
+    for symbol, figures in supervisor.symbol_metrics().items():
+        log.info("symbol_metrics", extra=metrics_log_fields(symbol, figures))
+
+
+async def _follow_orders(broker: Broker, supervisor: Supervisor, prefetch: int, capacity: int) -> None:
+    """Consume ws-gateway's order events, declared exactly as ws-gateway declares the queue."""
+    send, receive = anyio.create_memory_object_stream[Delivery](capacity)
+
+    async def hand_over(delivery: Delivery) -> None:
+        try:
+            send.send_nowait(delivery)
+        except (anyio.WouldBlock, anyio.ClosedResourceError):
+            await delivery.requeue()
+
+    with send:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_order_updates, receive, supervisor)
+            await consume(broker, ORDER_UPDATES_QUEUE, hand_over, prefetch=prefetch, arguments=ORDER_UPDATES_ARGUMENTS)
 
 
 async def _take_signals(
@@ -257,10 +322,11 @@ async def _take_signals(
         return frozenset(symbol for symbol, instrument in instruments.items() if instrument.is_trading)
 
     intake_stop = anyio.Event()
-    async with anyio.create_task_group() as intake:
-        intake.start_soon(lambda: consume(broker, SIGNAL_QUEUE, hand_over, prefetch=config.prefetch, stop=intake_stop))
-        intake.start_soon(lambda: run_intake(
-            receive, supervisor, store, known_symbols, wakeup.notify, max_age_s=config.signal_max_age_s))  # fmt: skip
-        await stop.wait()
-        intake_stop.set()
-        send.close()
+    with send:  # closed however we leave, so nothing is left dangling
+        async with anyio.create_task_group() as intake:
+            intake.start_soon(lambda: consume(broker, SIGNAL_QUEUE, hand_over, prefetch=config.prefetch, stop=intake_stop))
+            intake.start_soon(lambda: run_intake(
+                receive, supervisor, store, known_symbols, wakeup.notify, max_age_s=config.signal_max_age_s))  # fmt: skip
+            await stop.wait()
+            intake_stop.set()
+            send.close()  # intake finishes the deliveries in hand, then ends

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 
@@ -49,10 +50,12 @@ class RabbitConfig:
     port: int
     user: str
     password: str = attrs.field(repr=False)
+    vhost: str = "/"
 
     @property
     def url(self) -> str:
-        return f"amqp://{self.user}:{self.password}@{self.host}:{self.port}/"
+        credentials = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}"
+        return f"amqp://{credentials}@{self.host}:{self.port}/{quote(self.vhost, safe='')}"
 
 
 @attrs.frozen
@@ -86,6 +89,7 @@ class Config:
     signal_max_age_s: float = 0.0
     sync_interval_s: float = 30.0
     limit_order_ttl_s: float = 3600.0
+    resubmit_window_s: float = 300.0
     metrics_interval_s: float = 60.0
     prefetch: int = 100
     drain_timeout_s: float = 10.0
@@ -211,6 +215,7 @@ _VARS: tuple[_Var, ...] = (
     _Var("RABBITMQ_PORT", "5672", _PORT),
     _Var("RABBITMQ_USER", "guest", _text),
     _Var("RABBITMQ_PASSWORD", "guest", str, secret=True),
+    _Var("RABBITMQ_VHOST", "/", _text),
     _Var("WS_GATEWAY_HOST", "ws-gateway", _text),
     _Var("WS_GATEWAY_PORT", "4400", _PORT),
     _Var("WS_GATEWAY_API_KEY", "", str, secret=True),
@@ -233,6 +238,7 @@ _VARS: tuple[_Var, ...] = (
     _Var("ORDERMANAGER_SIGNAL_MAX_AGE_SECONDS", "0", _seconds(low_open=False)),
     _Var("ORDERMANAGER_SYNC_INTERVAL", "30", _seconds()),
     _Var("ORDERMANAGER_LIMIT_ORDER_TTL", "3600", _seconds(low_open=False)),
+    _Var("ORDERMANAGER_RESUBMIT_WINDOW", "300", _seconds(low_open=False)),
     _Var("ORDERMANAGER_METRICS_INTERVAL", "60", _seconds()),
     _Var("ORDERMANAGER_PREFETCH", "100", _int_between(1, 10000)),
     _Var("ORDERMANAGER_DRAIN_TIMEOUT", "10", _seconds()),
@@ -292,7 +298,9 @@ def load_config(env: Mapping[str, str]) -> Config:
         postgres=PostgresConfig(
             v["POSTGRES_HOST"], v["POSTGRES_PORT"], v["POSTGRES_DB"], v["POSTGRES_USER"], v["POSTGRES_PASSWORD"]
         ),
-        rabbitmq=RabbitConfig(v["RABBITMQ_HOST"], v["RABBITMQ_PORT"], v["RABBITMQ_USER"], v["RABBITMQ_PASSWORD"]),
+        rabbitmq=RabbitConfig(
+            v["RABBITMQ_HOST"], v["RABBITMQ_PORT"], v["RABBITMQ_USER"], v["RABBITMQ_PASSWORD"], v["RABBITMQ_VHOST"]
+        ),
         ws_gateway_host=v["WS_GATEWAY_HOST"],
         ws_gateway_port=v["WS_GATEWAY_PORT"],
         ws_gateway_api_key=v["WS_GATEWAY_API_KEY"],
@@ -317,6 +325,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         signal_max_age_s=v["ORDERMANAGER_SIGNAL_MAX_AGE_SECONDS"],
         sync_interval_s=v["ORDERMANAGER_SYNC_INTERVAL"],
         limit_order_ttl_s=v["ORDERMANAGER_LIMIT_ORDER_TTL"],
+        resubmit_window_s=v["ORDERMANAGER_RESUBMIT_WINDOW"],
         metrics_interval_s=v["ORDERMANAGER_METRICS_INTERVAL"],
         prefetch=v["ORDERMANAGER_PREFETCH"],
         drain_timeout_s=v["ORDERMANAGER_DRAIN_TIMEOUT"],

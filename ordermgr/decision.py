@@ -528,11 +528,22 @@ def order_link_id(signal_id: str, attempt: int, leg: int) -> str:
     """
     if attempt < 1 or leg < 1:
         raise ValueError(f"attempt and leg start at 1, got attempt={attempt} leg={leg}")
-    digest = hashlib.sha256(signal_id.encode("utf-8")).hexdigest()[:_HASH_HEX_CHARS]
-    link_id = f"{ORDER_LINK_PREFIX}{digest}-{attempt}-{leg}"
+    link_id = f"{ORDER_LINK_PREFIX}{link_key(signal_id)}-{attempt}-{leg}"
     if len(link_id) > _MAX_ORDER_LINK_ID:
         raise ValueError(f"orderLinkId {link_id!r} is longer than {_MAX_ORDER_LINK_ID} characters")
     return link_id
+
+
+def link_key(signal_id: str) -> str:
+    """The signal's part of its orderLinkIds (stored with the signal, to trace orders back)."""
+    return hashlib.sha256(signal_id.encode("utf-8")).hexdigest()[:_HASH_HEX_CHARS]
+
+
+def link_key_of(link_id: str) -> str | None:
+    """The signal part of one of our orderLinkIds, or None for an id not in our namespace."""
+    if not is_own_order_link_id(link_id):
+        return None
+    return link_id.removeprefix(ORDER_LINK_PREFIX).split("-", 1)[0]
 
 
 def is_own_order_link_id(link_id: str) -> bool:

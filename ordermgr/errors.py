@@ -24,3 +24,7 @@ class StoreUnavailable(OrderManagerError):
 
 class BrokerUnavailable(OrderManagerError):
     """RabbitMQ could not be reached or the channel closed."""
+
+
+class SyncInProgress(OrderManagerError):
+    """A sync with the venue is already running (answered 409)."""

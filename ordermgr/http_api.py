@@ -60,12 +60,13 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if is_ready else 503)
 
 
-def create_app(status: ServiceStatus, *, api_routes: list[web.RouteDef] | None = None) -> web.Application:
+def create_app(status: ServiceStatus, *, api: web.Application | None = None) -> web.Application:
+    """The probes, and the REST API (``ordermgr.api``) mounted under ``/api``."""
     app = web.Application()
     app[STATUS] = status
     app.add_routes([web.get("/health", health), web.get("/live", health), web.get("/ready", ready)])
-    if api_routes:
-        app.add_routes(api_routes)
+    if api is not None:
+        app.add_subapp("/api", api)
     return app
 
 

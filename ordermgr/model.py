@@ -227,3 +227,13 @@ class OrderRecord:
     time_in_force: str = "GTC"
     reduce_only: bool = False
     venue_updated_ms: int | None = None
+
+
+@attrs.frozen
+class SyncReport:
+    """What one on-demand sync with the venue did (``POST /api/v1/sync``)."""
+
+    status: str  # "completed" | "partial" | "failed"
+    synced_orders: int
+    updated_orders: int
+    errors: tuple[str, ...] = ()

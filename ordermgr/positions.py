@@ -13,7 +13,7 @@ rebate and raises realized PnL.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final
 
 import attrs
@@ -76,9 +76,16 @@ def apply_fill(
     return _reduce(charged, side, qty, price)
 
 
+# Bybit reports a position's avgPrice with 8 decimals and realizes PnL against that figure;
+# keeping ours the same way makes both agree to the last digit.
+AVERAGE_PRICE_QUANTUM = Decimal("0.00000001")
+
+
 def _increase(position: Position, side: Side, qty: Decimal, price: Decimal) -> Position:
     held = abs(position.size)
-    entry = (held * position.average_entry_price + qty * price) / (held + qty)
+    entry = ((held * position.average_entry_price + qty * price) / (held + qty)).quantize(
+        AVERAGE_PRICE_QUANTUM, rounding=ROUND_HALF_EVEN
+    )
     return attrs.evolve(position, size=position.size + side.sign * qty, average_entry_price=entry)
 
 

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
@@ -19,13 +20,16 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from ordermgr.decision import link_key
 from ordermgr.errors import StoreUnavailable
 from ordermgr.events import OrderEvent, dumps
 from ordermgr.model import OrderRecord, Signal
+from ordermgr.positions import Position, unrealized_pnl
 from ordermgr.signals import InvalidSignal
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
+POSITION_MODE = "one_way"  # Bybit linear one-way mode: one signed position per symbol
 T = TypeVar("T")
 
 
@@ -90,14 +94,14 @@ class PgStore:
             cursor = await conn.execute(
                 """
                 INSERT INTO signals (signal_id, status, raw_payload, body_size, signal_type, asset, amount,
-                                     confidence, signal_timestamp, strategy_id, is_warmup, trace_id)
-                VALUES (%s, 'received', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                     confidence, signal_timestamp, strategy_id, is_warmup, trace_id, link_key)
+                VALUES (%s, 'received', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (signal_id) DO UPDATE SET deliveries = signals.deliveries + 1
                 RETURNING status, attempts, deliveries, (xmax = 0) AS is_new
                 """,
                 (signal.signal_id, _jsonb(signal.payload), body_size, signal.side.value.lower(), signal.asset,
                  signal.amount, signal.confidence, signal.timestamp, signal.strategy_id, signal.is_warmup,
-                 signal.trace_id),
+                 signal.trace_id, link_key(signal.signal_id)),
             )  # fmt: skip
             row = await cursor.fetchone()
         assert row is not None
@@ -174,27 +178,138 @@ class PgStore:
             await _insert_events(conn, events)
 
     async def record_order(
-        self, order: OrderRecord, events: Sequence[OrderEvent] = (), *, signal_status: str | None = None
+        self,
+        order: OrderRecord,
+        events: Sequence[OrderEvent] = (),
+        *,
+        settle_signal: bool = False,
+        fill: FillRecord | None = None,
+        position: Position | None = None,
     ) -> None:
-        """Commit an order's new state with the events it causes (and the signal's status)."""
+        """Commit an order's new state with what it causes, in one transaction: the events, the
+        signal's status (``settle_signal``: derived from all its orders), the fill delta and the
+        position it moved. One transaction is what makes each fill reach the position once."""
         async with self._transaction() as conn:
             await conn.execute(
                 """
                 UPDATE orders SET order_id = %s, status = %s, filled_quantity = %s, filled_value = %s,
                        average_price = %s, fees = %s, executed_at = %s, rejection_reason = %s,
-                       updated_at = %s, venue_updated_ms = %s
+                       updated_at = %s, venue_updated_ms = %s, quantity = %s, price = %s
                 WHERE id = %s
                 """,
                 (order.order_id, order.status, order.filled_quantity, order.filled_value, order.average_price,
                  order.fees, order.executed_at, order.rejection_reason, order.updated_at, order.venue_updated_ms,
-                 order.id),
+                 order.quantity, order.price, order.id),
             )  # fmt: skip
-            if signal_status is not None:
+            if settle_signal:
+                await _settle_signal(conn, order.signal_id)
+            if fill is not None:
                 await conn.execute(
-                    "UPDATE signals SET status = %s, processed_at = now() WHERE signal_id = %s",
-                    (signal_status, order.signal_id),
-                )
+                    "INSERT INTO order_fills (order_uuid, signal_id, asset, side, quantity, value, price, fee, source,"
+                    " venue_time_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (order.id, order.signal_id, order.asset, order.side, fill.quantity, fill.value, fill.price,
+                     fill.fee, fill.source, fill.venue_time_ms),
+                )  # fmt: skip
+            if position is not None:
+                await _upsert_position(conn, position)
             await _insert_events(conn, events)
+
+    async def order_by_link_id(self, order_link_id: str) -> OrderRecord | None:
+        async with self._transaction() as conn:
+            cursor = await conn.execute(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_link_id = %s", (order_link_id,))
+            row = await cursor.fetchone()
+        return _order(row) if row else None
+
+    async def adopt_order(self, order: OrderRecord) -> None:
+        """Record an order found on the venue with our prefix but unknown here (a crash between
+        the venue call and the intent commit of an older version, or a lost database write)."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({', '.join(['%s'] * len(_ORDER_FIELDS))})"
+                " ON CONFLICT (order_link_id) DO NOTHING",
+                attrs.astuple(order, recurse=False),
+            )
+
+    async def signal_for_link_key(self, link_key: str) -> str | None:
+        async with self._transaction() as conn:
+            cursor = await conn.execute("SELECT signal_id FROM signals WHERE link_key = %s LIMIT 1", (link_key,))
+            row = await cursor.fetchone()
+        return row["signal_id"] if row else None
+
+    async def signal_payload(self, signal_id: str) -> dict[str, Any] | None:
+        """The stored signal, for the ``signal`` part of later order events."""
+        async with self._transaction() as conn:
+            cursor = await conn.execute("SELECT raw_payload FROM signals WHERE signal_id = %s", (signal_id,))
+            row = await cursor.fetchone()
+        return row["raw_payload"] if row else None
+
+    async def fills(self, asset: str) -> list[FillRecord]:
+        """Every fill of ``asset`` in the order the venue made them."""
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT quantity, value, price, fee, source, venue_time_ms, side FROM order_fills"
+                " WHERE asset = %s ORDER BY venue_time_ms, id",
+                (asset,),
+            )
+            return [FillRecord(**row) for row in await cursor.fetchall()]
+
+    async def last_fill_ms(self, asset: str) -> int:
+        async with self._transaction() as conn:
+            cursor = await conn.execute("SELECT max(venue_time_ms) AS t FROM order_fills WHERE asset = %s", (asset,))
+            row = await cursor.fetchone()
+        return int(row["t"]) if row and row["t"] is not None else 0
+
+    # --- positions -------------------------------------------------------------------------
+
+    async def load_position(self, asset: str) -> Position | None:
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT asset, size, average_entry_price, realized_pnl, fees, last_price FROM positions"
+                " WHERE asset = %s AND mode = %s",
+                (asset, POSITION_MODE),
+            )
+            row = await cursor.fetchone()
+        return Position(**row) if row else None
+
+    async def position_assets(self) -> list[str]:
+        """Assets with a non-zero position: their actors start at boot (contract §1)."""
+        async with self._transaction() as conn:
+            cursor = await conn.execute("SELECT asset FROM positions WHERE size <> 0 ORDER BY asset")
+            return [row["asset"] for row in await cursor.fetchall()]
+
+    async def save_position(self, position: Position) -> None:
+        async with self._transaction() as conn:
+            await _upsert_position(conn, position)
+
+    async def record_snapshot(self, position: Position) -> None:
+        async with self._transaction() as conn:
+            await _upsert_position(conn, position)
+            await conn.execute(
+                """
+                INSERT INTO position_snapshots (asset, mode, size, average_entry_price, realized_pnl, unrealized_pnl,
+                       fees, last_price)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                """,
+                (position.asset, POSITION_MODE, position.size, position.average_entry_price, position.realized_pnl,
+                 _unrealized(position), position.fees, position.last_price),
+            )  # fmt: skip
+            await conn.execute(
+                "UPDATE positions SET last_snapshot_at = now() WHERE asset = %s AND mode = %s",
+                (position.asset, POSITION_MODE),
+            )
+
+    async def record_discrepancy(self, local: Position, venue: Position, resolution: str) -> None:
+        """Log a difference with the venue and take the venue's figures, in one transaction."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                """
+                INSERT INTO position_discrepancies (asset, local_size, venue_size, local_average_price,
+                       venue_average_price, resolution)
+                VALUES (%s, %s, %s, %s, %s, %s)
+                """,
+                (local.asset, local.size, venue.size, local.average_entry_price, venue.average_entry_price, resolution),
+            )
+            await _upsert_position(conn, venue)
 
     async def orders_for_signal(self, signal_id: str) -> list[OrderRecord]:
         async with self._transaction() as conn:
@@ -227,6 +342,42 @@ class PgStore:
     async def mark_published(self, seqs: Sequence[int]) -> None:
         async with self._transaction() as conn:
             await conn.execute("UPDATE order_events_outbox SET published_at = now() WHERE seq = ANY(%s)", (list(seqs),))
+
+
+async def _settle_signal(conn: psycopg.AsyncConnection[Any], signal_id: str) -> None:
+    """A signal is processing while any of its orders awaits the venue's word, rejected when
+    every order was, accepted once any reached the venue."""
+    await conn.execute(
+        """
+        UPDATE signals SET status = derived.status, processed_at = now()
+        FROM (SELECT CASE WHEN bool_or(status = 'submitting') THEN 'processing'
+                          WHEN bool_and(status = 'rejected') THEN 'rejected'
+                          ELSE 'accepted' END AS status
+              FROM orders WHERE signal_id = %s) AS derived
+        WHERE signals.signal_id = %s AND derived.status IS NOT NULL
+        """,
+        (signal_id, signal_id),
+    )
+
+
+async def _upsert_position(conn: psycopg.AsyncConnection[Any], position: Position) -> None:
+    await conn.execute(
+        """
+        INSERT INTO positions (asset, mode, size, average_entry_price, realized_pnl, unrealized_pnl, fees,
+                               last_price, last_updated)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())
+        ON CONFLICT (asset, mode) DO UPDATE SET size = EXCLUDED.size,
+            average_entry_price = EXCLUDED.average_entry_price, realized_pnl = EXCLUDED.realized_pnl,
+            unrealized_pnl = EXCLUDED.unrealized_pnl, fees = EXCLUDED.fees, last_price = EXCLUDED.last_price,
+            last_updated = now()
+        """,
+        (position.asset, POSITION_MODE, position.size, position.average_entry_price, position.realized_pnl,
+         _unrealized(position), position.fees, position.last_price),
+    )  # fmt: skip
+
+
+def _unrealized(position: Position) -> Decimal:
+    return unrealized_pnl(position, position.last_price) if position.last_price is not None else Decimal(0)
 
 
 async def _insert_events(conn: psycopg.AsyncConnection[Any], events: Sequence[OrderEvent]) -> None:
@@ -264,6 +415,19 @@ class SignalRecord:
     attempts: int
     deliveries: int
     is_new: bool
+
+
+@attrs.frozen
+class FillRecord:
+    """One fill delta as it is applied to the position."""
+
+    quantity: Decimal
+    value: Decimal
+    price: Decimal | None
+    fee: Decimal
+    source: str
+    venue_time_ms: int
+    side: str = ""  # Buy / Sell, as read back for a replay
 
 
 @attrs.frozen

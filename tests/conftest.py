@@ -13,6 +13,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def rabbitmq_vhost() -> str:
+    support.ensure_vhost(support.AMQP_VHOST)
+    return support.AMQP_VHOST
+
+
 @pytest.fixture(scope="session")
 def test_database() -> Iterator[str]:
     """A fresh database for this test session; returns its conninfo. Schema is applied by

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -139,8 +138,7 @@ class Daemon:
     can wait for one instead of sleeping."""
 
     def __init__(self, env: Mapping[str, str], cwd: str) -> None:
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("ORDER_MANAGER_", "ORDERMANAGER_", "BYBIT_"))}
-        self._env = {**base, **support.service_env(**{"ORDER_MANAGER_PORT": "4634", **env})}
+        self._env = support.child_environment(**{"ORDER_MANAGER_PORT": "4634", **env})
         self._cwd = cwd
         self.lines: list[dict[str, Any]] = []
         self.returncode: int | None = None

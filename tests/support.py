@@ -4,17 +4,24 @@ and a TCP proxy that can make a dependency unreachable on demand."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Mapping
+from pathlib import Path
 
 import anyio
 import anyio.abc
 import psycopg
 
+# The checkout under test: child processes import ordermgr from here, whatever is installed.
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
 PG_HOST = os.environ.get("ORDERMGR_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("ORDERMGR_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("ORDERMGR_TEST_PG_USER", "postgres")
 TEST_DB = "ordermgr_test"
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# The suite's own RabbitMQ virtual host: nothing else running on this broker (a `make run`, a
+# benchmark) can consume the test's messages, nor the test theirs.
+AMQP_VHOST = "ordermgr-test"
+AMQP_URL = f"amqp://guest:guest@127.0.0.1:5672/{AMQP_VHOST}"
 
 
 def admin_conninfo(dbname: str = "postgres") -> str:
@@ -35,9 +42,28 @@ def service_env(**overrides: str) -> dict[str, str]:
         "POSTGRES_PASSWORD": "",
         "RABBITMQ_HOST": "127.0.0.1",
         "RABBITMQ_PORT": "5672",
+        "RABBITMQ_VHOST": AMQP_VHOST,
     }
     env.update(overrides)
     return env
+
+
+def child_environment(**overrides: str) -> dict[str, str]:
+    """The environment for ``python -m ordermgr`` children: this process's, without our own
+    variables, plus a complete service configuration and the checkout on PYTHONPATH."""
+    prefixes = ("ORDER_MANAGER_", "ORDERMANAGER_", "BYBIT_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(service_env(**overrides))
+    env["PYTHONPATH"] = REPO_ROOT
+    return env
+
+
+def ensure_vhost(name: str) -> None:
+    """Create the virtual host (idempotent) and let guest use it, with the broker's own CLI."""
+    for command in (["add_vhost", name], ["set_permissions", "-p", name, "guest", ".*", ".*", ".*"]):
+        result = subprocess.run(["rabbitmqctl", *command], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0 and "already_exists" not in result.stderr + result.stdout:
+            raise RuntimeError(f"rabbitmqctl {' '.join(command)} failed: {result.stderr.strip()}")
 
 
 def recreate_database(name: str) -> None:

@@ -21,12 +21,17 @@ def quick_signal(signal_id: str) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("failpoint", "venue_orders_after_crash"),
-    [(failpoints.AFTER_INTENT_COMMIT, 0), (failpoints.AFTER_VENUE_CALL, 1)],
+    ("failpoint", "venue_orders_after_crash", "final_status"),
+    [
+        # Startup reconciliation finds no order and resends the intent under the same orderLinkId.
+        (failpoints.AFTER_INTENT_COMMIT, 0, "pending"),
+        # Startup reconciliation finds the (filled) market order and merges it.
+        (failpoints.AFTER_VENUE_CALL, 1, "filled"),
+    ],
     ids=["killed-before-the-venue-call", "killed-before-the-outcome-commit"],
 )
 async def test_sigkill_then_restart_leaves_exactly_one_order(
-    clean_database: str, tmp_path: Path, failpoint: str, venue_orders_after_crash: int
+    clean_database: str, tmp_path: Path, failpoint: str, venue_orders_after_crash: int, final_status: str
 ) -> None:
     await reset_queues()
     signal_id = f"crash-{failpoint}"
@@ -61,6 +66,6 @@ async def test_sigkill_then_restart_leaves_exactly_one_order(
         orders = conn.execute("SELECT order_link_id, status, order_id FROM orders WHERE signal_id = %s",
                               (signal_id,)).fetchall()  # fmt: skip
         [(signal_status,)] = conn.execute("SELECT status FROM signals WHERE signal_id = %s", (signal_id,)).fetchall()
-    assert [(link, status) for link, status, _ in orders] == [(link_id, "pending")]
+    assert [(link, status) for link, status, _ in orders] == [(link_id, final_status)]
     assert orders[0][2] == on_venue()[0].order_id  # type: ignore[attr-defined]
     assert signal_status == "accepted"

@@ -31,7 +31,7 @@ FILLS = [
     pytest.param(pos("1", "100"), [(BUY, "1", "200", "0")], pos("2", "150"), id="add-long"),
     pytest.param(pos("-1", "100"), [(SELL, "3", "200", "0")], pos("-4", "175"), id="add-short"),
     pytest.param(
-        pos("1", "100"), [(BUY, "2", "101", "0")], pos("3", "100.6666666666666666666666667"),
+        pos("1", "100"), [(BUY, "2", "101", "0")], pos("3", "100.66666667"),
         id="add-weighted-average-not-terminating",
     ),
     pytest.param(

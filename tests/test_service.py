@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -91,9 +90,7 @@ async def test_ready_follows_the_database_without_a_restart(test_database: str) 
 
 
 def _service_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORDER_MANAGER_", "ORDERMANAGER_", "BYBIT_"))}
-    env.update(support.service_env(**{"ORDER_MANAGER_PORT": "4633", **overrides}))
-    return env
+    return support.child_environment(**{"ORDER_MANAGER_PORT": "4633", **overrides})
 
 
 async def test_sigterm_drains_and_exits_zero_within_five_seconds(test_database: str, tmp_path: object) -> None:

@@ -11,7 +11,8 @@ import anyio
 import pytest
 
 from ordermgr.actors.supervisor import open_supervisor
-from ordermgr.actors.symbol import ActorDeps, ExposureBook, SymbolActor
+from ordermgr.actors.deps import ActorDeps, ExposureBook
+from ordermgr.actors.symbol import SymbolActor
 from ordermgr.decision import DecisionSettings
 from ordermgr.messages import SignalReceived
 from ordermgr.migrate import apply_migrations
@@ -61,6 +62,9 @@ class FakeVenue:
         return None
 
     async def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
+        return []
+
+    async def order_history(self, symbol: str | None = None, *, start_ms: int | None = None) -> list[VenueOrder]:
         return []
 
     async def positions(self) -> list[VenuePosition]:

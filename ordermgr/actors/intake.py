@@ -4,6 +4,7 @@ symbol's actor."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,10 @@ from ordermgr.actors.supervisor import Supervisor
 from ordermgr.broker import Delivery
 from ordermgr.errors import VenueUnavailable
 from ordermgr.events import order_event
-from ordermgr.messages import SignalReceived
+from ordermgr.bybit_wire import parse_order
+from ordermgr.decision import is_own_order_link_id
+from ordermgr.messages import OrderUpdate, SignalReceived
+from ordermgr.model import VenueOrder
 from ordermgr.signals import InvalidSignal, decode_signal
 from ordermgr.store import PgStore, until_stored
 
@@ -76,3 +80,23 @@ async def _answer_invalid(
     await until_stored(store.record_invalid, invalid, event)
     wake_outbox()
     await delivery.ack()
+
+
+async def run_order_updates(deliveries: MemoryObjectReceiveStream[Delivery], supervisor: Supervisor) -> None:
+    """ws-gateway order events: ours go to their symbol's actor (which acks after merging);
+    others are counted and acknowledged (contract §3.2)."""
+    async with deliveries:
+        async for delivery in deliveries:
+            order = _order_of(delivery.body)
+            if order is None or not is_own_order_link_id(order.order_link_id):
+                await delivery.ack()
+                continue
+            await supervisor.route(order.symbol, OrderUpdate(order, delivery))
+
+
+def _order_of(body: bytes) -> VenueOrder | None:
+    try:
+        return parse_order(json.loads(body)["payload"])
+    except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+        log.warning("order event not understood; dropped", extra={"error": repr(exc), "body": body[:200].decode(errors="replace")})
+        return None

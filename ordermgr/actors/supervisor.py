@@ -4,8 +4,9 @@ message to its symbol's mailbox, starting the actor on the symbol's first messag
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -13,6 +14,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ordermgr.actors.symbol import SymbolActor
 from ordermgr.messages import ActorMessage
+from ordermgr.metrics import SymbolMetrics
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,52 @@ class Supervisor:
         mailbox = await self.ensure_actor(symbol)
         await mailbox.send(message)
 
+    def broadcast(self, make: Callable[[], ActorMessage]) -> int:
+        """Offer a tick to every actor without waiting; a full mailbox skips it (the next tick
+        does the same job). Returns how many were skipped."""
+        skipped = 0
+        for mailbox in list(self._mailboxes.values()):
+            try:
+                mailbox.send_nowait(make())
+            except anyio.WouldBlock:
+                skipped += 1
+        return skipped
+
+    def broadcast_to(self, symbol: str, message: ActorMessage) -> bool:
+        """Offer one actor a message without waiting; False when its mailbox is full."""
+        try:
+            self._mailboxes[symbol].send_nowait(message)
+            return True
+        except anyio.WouldBlock:
+            return False
+
+    async def ask(
+        self, make: Callable[[MemoryObjectSendStream[Any]], ActorMessage], symbols: Iterable[str] | None = None
+    ) -> dict[str, Any]:
+        """Send each actor a request with a reply channel and gather the replies. The requests
+        queue behind earlier messages, so the replies also mark that those were handled."""
+        receivers = {}
+        for symbol in list(symbols if symbols is not None else self._mailboxes):
+            send, receive = anyio.create_memory_object_stream[Any](1)
+            await self.route(symbol, make(send))
+            receivers[symbol] = receive
+        replies = {}
+        for symbol, receive in receivers.items():
+            with receive:
+                replies[symbol] = await receive.receive()
+        return replies
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self._mailboxes)
+
     def mailbox_depth(self, symbol: str) -> int:
         mailbox = self._mailboxes.get(symbol)
         return mailbox.statistics().current_buffer_used if mailbox else 0
+
+    def symbol_metrics(self) -> dict[str, SymbolMetrics]:
+        """Each actor's counters (read on the event loop thread, like the actors write them)."""
+        return {symbol: actor.book.metrics_snapshot(self.mailbox_depth(symbol)) for symbol, actor in self.actors.items()}
 
     def close(self) -> None:
         """Tell every actor to stop once its mailbox is empty."""

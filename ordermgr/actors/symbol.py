@@ -1,5 +1,5 @@
-"""The symbol actor: owns one symbol's open orders and position and handles its mailbox one
-message at a time, so nothing else ever changes them concurrently (contract §7.1).
+"""The symbol actor: handles one symbol's mailbox one message at a time, so nothing else ever
+changes its orders or position concurrently (contract §7.1). Its state lives in a SymbolBook.
 
 A signal's path: stored → decided (pure) → intents committed → venue → outcome committed →
 acknowledged. A crash at any instant leaves either nothing acknowledged or a record that the
@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, assert_never
 
 import anyio
 import attrs
@@ -22,76 +21,112 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ordermgr import decision, failpoints
+from ordermgr.actors.book import SymbolBook, SyncResult, open_view, request_of
+from ordermgr.actors.deps import ActorDeps
 from ordermgr.errors import VenueUnavailable
-from ordermgr.events import OrderEvent, order_event
-from ordermgr.messages import ActorMessage, SignalReceived
-from ordermgr.model import (
-    Accepted, Instrument, OrderRecord, OrderRequest, OrderType, Rejected, Side, Signal, Unavailable, Unknown,
-    WriteOutcome,
+from ordermgr.events import order_event
+from ordermgr.messages import (
+    ActorMessage, AdoptOrder, GetState, OrderUpdate, SignalReceived, SnapshotTick, SyncRequest, ValidatePosition,
 )  # fmt: skip
-from ordermgr.ports import Venue
-from ordermgr.store import PgStore, until_stored
+from ordermgr.model import Accepted, OrderRecord, OrderRequest, Signal, Unknown, WriteOutcome
+from ordermgr.store import until_stored
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("submitting", "pending", "partially_filled")
-
-
-class ExposureBook:
-    """Each actor writes its own symbol's exposure; risk checks read the total. Only actors
-    write, each its own key, so no two writers ever touch the same entry."""
-
-    def __init__(self) -> None:
-        self._by_symbol: dict[str, Decimal] = {}
-
-    def set(self, symbol: str, exposure_usdt: Decimal) -> None:
-        self._by_symbol[symbol] = exposure_usdt
-
-    def total(self) -> Decimal:
-        return sum(self._by_symbol.values(), Decimal(0))
-
 
 @attrs.frozen
-class ActorDeps:
-    store: PgStore
-    venue: Venue
-    settings: decision.DecisionSettings
-    exposure: ExposureBook
-    wake_outbox: Callable[[], None]
-    dry_run: bool = False
-    # Instrument rules to use when the venue cannot be reached in dry-run (documented defaults).
-    fallback_instruments: Callable[[], dict[str, Instrument]] = dict
-    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+class ActorState:
+    """What GetState answers: a copy, safe to read outside the actor."""
+
+    symbol: str
+    open_orders: tuple[OrderRecord, ...]
+    position_size: Decimal
+    average_entry_price: Decimal
+    realized_pnl: Decimal
+    last_price: Decimal | None
+    handled: int
 
 
 class SymbolActor:
     def __init__(self, symbol: str, deps: ActorDeps) -> None:
         self.symbol = symbol
         self._deps = deps
-        self._open: dict[str, OrderRecord] = {}  # order_link_id → our active orders
-        self._last_price: Decimal | None = None
+        self.book = SymbolBook(symbol, deps)
         self.handled = 0
 
     async def run(
         self, inbox: MemoryObjectReceiveStream[ActorMessage], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Load this symbol's state, then handle messages until every sender has closed."""
-        for order in await until_stored(self._deps.store.active_orders, self.symbol):
-            self._open[order.order_link_id] = order
+        await self.book.load()
         task_status.started()
         async with inbox:
             async for message in inbox:
-                await self._on_signal(message)
+                await self._handle(message)
                 self.handled += 1
         log.info("symbol actor drained", extra={"asset": self.symbol})
 
-    # --- signals ---------------------------------------------------------------------------
+    async def _handle(self, message: ActorMessage) -> None:
+        match message:
+            case SignalReceived():
+                await self._on_signal(message)
+            case OrderUpdate():
+                await self._on_order_update(message)
+            case SyncRequest():
+                await self._on_sync(message)
+            case AdoptOrder(order=order, signal_id=signal_id):
+                if order.order_link_id not in self.book.open:
+                    await self.book.adopt(order, signal_id)
+            case SnapshotTick():
+                await self.book.snapshot()
+            case ValidatePosition(venue_position=venue_position):
+                await self.book.validate(venue_position)
+            case GetState(reply=reply):
+                with reply:
+                    reply.send_nowait(self.state())
+            case _:
+                assert_never(message)
+
+    def state(self) -> ActorState:
+        position = self.book.position
+        return ActorState(self.symbol, tuple(self.book.open.values()), position.size, position.average_entry_price,
+                          position.realized_pnl, self.book.last_price, self.handled)  # fmt: skip
+
+    # --- order updates and sync ---------------------------------------------------------------
+
+    async def _on_order_update(self, message: OrderUpdate) -> None:
+        link_id = message.order.order_link_id
+        record = self.book.open.get(link_id) or await until_stored(self._deps.store.order_by_link_id, link_id)
+        if record is None:
+            log.info("order update for an order we do not know; sync will adopt it if it is ours",
+                     extra={"asset": self.symbol, "order_link_id": link_id})  # fmt: skip
+        else:
+            await self.book.apply(record, message.order, "ws_gateway")
+        if message.delivery is not None:
+            await message.delivery.ack()
+
+    async def _on_sync(self, message: SyncRequest) -> None:
+        result = await self.book.sync()
+        delay_s = 0.5
+        while message.strict and result.errors:
+            log.error("startup reconciliation incomplete; retrying", extra={"asset": self.symbol,
+                                                                            "errors": list(result.errors)})  # fmt: skip
+            await anyio.sleep(delay_s)
+            delay_s = min(10.0, delay_s * 2)
+            result = await self.book.sync()
+        if message.reply is not None:
+            with message.reply:
+                message.reply.send_nowait(result)
+
+    # --- signals ------------------------------------------------------------------------------
 
     async def _on_signal(self, message: SignalReceived) -> None:
         signal, store = message.signal, self._deps.store
         context = _context(signal)
         log.info("signal received", extra={**context, "redelivered": message.delivery.redelivered})
+        self.book.metrics.signal_received()
         known = await until_stored(store.begin_signal, signal, message.body_size)
+        self.book.remember(signal)
         if known.status == "accepted":
             log.info("signal already handled; skipped", extra={**context, "deliveries": known.deliveries})
         elif known.status == "processing":
@@ -99,7 +134,9 @@ class SymbolActor:
         else:
             await self._evaluate(signal, attempt=known.attempts + 1)
         await message.delivery.ack()
-        log.info("signal acknowledged", extra={**context, "latency_ms": _ms_since(message.received_monotonic)})
+        latency_ms = _ms_since(message.received_monotonic)
+        self.book.metrics.ack_latency(latency_ms)
+        log.info("signal acknowledged", extra={**context, "latency_ms": latency_ms})
 
     async def _evaluate(self, signal: Signal, attempt: int) -> None:
         context = {**_context(signal), "attempt": attempt}
@@ -110,55 +147,53 @@ class SymbolActor:
             return
         log.info("signal validated; decision made", extra={**context, **_decision_log(chosen)})
         if not self._deps.dry_run:
-            await self._cancel_opposite(signal, chosen.side)
-        requests = decision.order_requests(chosen, signal.signal_id, attempt)
-        await self._place(signal, attempt, chosen, requests)
+            await self._cancel_opposite(chosen.side)
+        await self._place(signal, attempt, chosen, decision.order_requests(chosen, signal.signal_id, attempt))
 
     async def _refuse(self, signal: Signal, attempt: int, refusal: decision.Refusal) -> None:
-        log.warning(
-            "signal rejected",
-            extra={**_context(signal), "code": refusal.code, "reason": refusal.message, "details": dict(refusal.details)},
-        )
-        event = self._event("rejected", None, signal, rejection=(refusal.code, refusal.message))
-        await until_stored(
-            self._deps.store.record_refusal, signal, attempt, refusal.code, refusal.message, refusal.details, event
-        )
+        self.book.metrics.signal_rejected()
+        log.warning("signal rejected", extra={**_context(signal), "code": refusal.code, "reason": refusal.message,
+                                              "details": dict(refusal.details)})  # fmt: skip
+        event = order_event("rejected", order=None, signal=signal, signal_id=signal.signal_id, trace_id=signal.trace_id,
+                            now=self._deps.now(), last_price=self.book.last_price,
+                            rejection=(refusal.code, refusal.message))  # fmt: skip
+        await until_stored(self._deps.store.record_refusal, signal, attempt, refusal.code, refusal.message,
+                           refusal.details, event)  # fmt: skip
         self._deps.wake_outbox()
 
     async def _market_context(self, signal: Signal) -> decision.MarketContext | decision.Refusal:
         """What the decision needs from the venue. Live trading without the venue's answers
         refuses plainly; dry-run falls back to the snapshot price and default filters."""
+        venue, book = self._deps.venue, self.book
         try:
-            instrument = await self._deps.venue.instrument(self.symbol)
-            self._last_price = (await self._deps.venue.ticker(self.symbol)).last_price
-            balance = None if self._deps.dry_run else await self._deps.venue.available_balance()
+            instrument = await venue.instrument(self.symbol)
+            book.last_price = (await venue.ticker(self.symbol)).last_price
+            balance = None if self._deps.dry_run else await venue.available_balance()
         except VenueUnavailable as exc:
             if not self._deps.dry_run:
                 return decision.Refusal("venue_unavailable", f"the venue could not be reached: {exc}", {})
-            instrument = self._deps.fallback_instruments().get(self.symbol)
-            balance = None
+            instrument, balance = self._deps.fallback_instruments().get(self.symbol), None
         if instrument is None:
             return decision.Refusal("unknown_symbol", f"{self.symbol} is not listed by the venue", {})
+        self._deps.exposure.set(self.symbol, book.exposure())
         return decision.MarketContext(
             instrument=instrument,
-            last_price=self._last_price,
+            last_price=book.last_price,
             available_balance=balance,
-            position_size=Decimal(0),
+            position_size=Decimal(0) if self._deps.dry_run else book.position.size,
             total_exposure_usdt=self._deps.exposure.total(),
-            open_orders=tuple(_open_view(order) for order in self._open.values()),
+            open_orders=tuple(open_view(order) for order in book.open.values()),
         )
-
-    # --- placement -------------------------------------------------------------------------
 
     async def _place(
         self, signal: Signal, attempt: int, chosen: decision.Plan, requests: tuple[OrderRequest, ...]
     ) -> None:
-        now = self._deps.now()
-        dry_run = self._deps.dry_run
+        now, dry_run = self._deps.now(), self._deps.dry_run
         records = [_intent(request, signal, now, dry_run) for request in requests]
-        relationship = "one_to_one" if len(records) == 1 else "one_to_many"
-        allocations = [(relationship, leg.sequence, leg.allocation_usdt, leg.qty) for leg in chosen.legs]
-        events = [self._event("created", record, signal) for record in records] if dry_run else []
+        allocations = [(chosen.relationship, leg.sequence, leg.allocation_usdt, leg.qty) for leg in chosen.legs]
+        events = [order_event("created", order=record, signal=signal, signal_id=signal.signal_id,
+                              trace_id=signal.trace_id, now=now, last_price=self.book.last_price)
+                  for record in records] if dry_run else []  # fmt: skip
         await until_stored(
             self._deps.store.record_intents, signal, attempt, _decision_record(chosen, attempt), records, allocations,
             signal_status="accepted" if dry_run else "processing", events=events,
@@ -166,97 +201,42 @@ class SymbolActor:
         if dry_run:
             for record in records:
                 log.info("order simulated (dry-run)", extra={**_context(signal), **_order_context(record)})
+            self.book.metrics.signal_accepted()
             self._deps.wake_outbox()
             return
-        for record in records:
-            self._open[record.order_link_id] = record
+        self.book.track(records)
         failpoints.hit(failpoints.AFTER_INTENT_COMMIT)
-        await self._send_all(signal, records, settled=0)
+        outcomes = await self._send_all(records)
+        placed = any(isinstance(outcome, Accepted | Unknown) for outcome in outcomes)
+        (self.book.metrics.signal_accepted if placed else self.book.metrics.signal_rejected)()
 
-    async def _send_all(self, signal: Signal, records: list[OrderRecord], *, settled: int) -> None:
-        """Send each intent and commit its outcome; the last commit also settles the signal
-        (``settled`` legs of it were already placed earlier)."""
-        outcomes: list[WriteOutcome] = []
+    async def _send_all(self, records: list[OrderRecord]) -> list[WriteOutcome]:
+        """Send each intent and commit the venue's answer; the last commit settles the signal."""
+        outcomes = []
         for index, record in enumerate(records):
             log.info("order sent", extra={**_record_context(record), **_order_context(record)})
-            outcomes.append(await self._deps.venue.place_order(_request(record)))
+            outcome = await self._deps.venue.place_order(request_of(record))
             failpoints.hit(failpoints.AFTER_VENUE_CALL)
-            last = index == len(records) - 1
-            status = _signal_status(outcomes, settled) if last else None
-            await self._settle(signal, record, outcomes[-1], signal_status=status)
-
-    async def _settle(
-        self, signal: Signal | None, record: OrderRecord, outcome: WriteOutcome, *, signal_status: str | None = None
-    ) -> None:
-        """Commit what the venue said about one intent."""
-        context = {**_record_context(record), **_order_context(record)}
-        now = self._deps.now()
-        match outcome:
-            case Accepted(order_id=order_id):
-                updated = attrs.evolve(record, order_id=order_id, status="pending", updated_at=now)
-                log.info("order acknowledged", extra={**context, "order_id": order_id})
-                await self._commit(updated, self._event("created", updated, signal), signal_status)
-            case Rejected(code=code, message=message):
-                await self._reject(signal, record, f"{code}: {message}", now, signal_status)
-            case Unavailable(reason=reason):
-                await self._reject(signal, record, f"venue_unavailable: {reason}", now, signal_status)
-            case Unknown(reason=reason):
-                # May exist on the venue: keep the intent; sync settles it by orderLinkId.
-                log.warning("order outcome unknown; left for reconciliation", extra={**context, "reason": reason})
-
-    async def _reject(
-        self, signal: Signal | None, record: OrderRecord, reason: str, now: datetime, signal_status: str | None
-    ) -> None:
-        updated = attrs.evolve(record, status="rejected", rejection_reason=reason, updated_at=now)
-        code, _, message = reason.partition(": ")
-        log.warning("order rejected", extra={**_record_context(record), "code": code, "reason": message})
-        await self._commit(updated, self._event("rejected", updated, signal, rejection=(code, message)), signal_status)
-
-    async def _commit(self, record: OrderRecord, event: OrderEvent | None, signal_status: str | None = None) -> None:
-        await until_stored(self._deps.store.record_order, record, [event] if event else [], signal_status=signal_status)
-        if record.status in ACTIVE:
-            self._open[record.order_link_id] = record
-        else:
-            self._open.pop(record.order_link_id, None)
-        self._deps.exposure.set(self.symbol, self._exposure())
-        if event is not None:
-            self._deps.wake_outbox()
+            await self.book.settle(record, outcome, settle_signal=index == len(records) - 1)
+            outcomes.append(outcome)
+        return outcomes
 
     async def _resume(self, signal: Signal) -> None:
         """An earlier delivery recorded intents and then died before settling them. Send each
         unsettled intent again with its own orderLinkId: the venue refuses a second order with
         the same id (110072), so this either places it once or finds the one placed."""
         records = await until_stored(self._deps.store.orders_for_signal, signal.signal_id)
-        unsettled = [record for record in records if record.status == "submitting"]
+        unsettled = [self.book.open.get(r.order_link_id, r) for r in records if r.status == "submitting"]
         log.info("resuming an interrupted signal", extra={**_context(signal), "unsettled_orders": len(unsettled)})
-        placed = sum(1 for record in records if record.status not in ("submitting", "rejected"))
-        if unsettled:
-            await self._send_all(signal, unsettled, settled=placed)
+        self.book.track(unsettled)
+        await self._send_all(unsettled)
 
-    async def _cancel_opposite(self, signal: Signal, side: Side) -> None:
+    async def _cancel_opposite(self, side: decision.Side) -> SyncResult:
         """Contract §7.7: a new signal cancels this symbol's open orders on the other side."""
-        for view in decision.orders_to_cancel(side, [_open_view(order) for order in self._open.values()]):
-            outcome = await self._deps.venue.cancel_order(self.symbol, view.order_link_id)
-            log.info("opposite order cancel requested", extra={
-                **_context(signal), "order_link_id": view.order_link_id, "outcome": type(outcome).__name__})  # fmt: skip
-
-    def _exposure(self) -> Decimal:
-        price = self._last_price or Decimal(0)
-        return sum(((o.quantity - o.filled_quantity) * (o.price or price) for o in self._open.values()), Decimal(0))
-
-    def _event(
-        self,
-        event_type: str,
-        record: OrderRecord | None,
-        signal: Signal | None,
-        *,
-        rejection: tuple[str, str] | None = None,
-    ) -> OrderEvent:
-        assert record is not None or signal is not None
-        signal_id = record.signal_id if record is not None else signal.signal_id  # type: ignore[union-attr]
-        trace_id = signal.trace_id if signal is not None else record.trace_id  # type: ignore[union-attr]
-        return order_event(event_type, order=record, signal=signal, signal_id=signal_id, trace_id=trace_id,
-                           now=self._deps.now(), last_price=self._last_price, rejection=rejection)  # fmt: skip
+        result = SyncResult()
+        for view in decision.orders_to_cancel(side, [open_view(order) for order in self.book.open.values()]):
+            result += await self.book.cancel(view.order_link_id)
+        return result
 
 
 # --- pure helpers -----------------------------------------------------------------------------
@@ -272,53 +252,22 @@ def _intent(request: OrderRequest, signal: Signal, now: datetime, dry_run: bool)
     )  # fmt: skip
 
 
-def _request(record: OrderRecord) -> OrderRequest:
-    return OrderRequest(
-        symbol=record.asset, side=Side(record.side), order_type=OrderType(record.order_type), qty=record.quantity,
-        price=record.price, order_link_id=record.order_link_id, time_in_force=record.time_in_force,
-        reduce_only=record.reduce_only, category=record.category,
-    )  # fmt: skip
-
-
-def _open_view(record: OrderRecord) -> decision.OpenOrder:
-    return decision.OpenOrder(
-        order_link_id=record.order_link_id, side=Side(record.side), order_type=OrderType(record.order_type),
-        qty=record.quantity, filled=record.filled_quantity, price=record.price, created_at=record.created_at,
-    )  # fmt: skip
-
-
-def _signal_status(outcomes: list[WriteOutcome], settled: int) -> str | None:
-    """accepted once any leg is on the venue, rejected when none is, None while one is unknown."""
-    if any(isinstance(outcome, Unknown) for outcome in outcomes):
-        return None
-    placed = settled + sum(1 for outcome in outcomes if isinstance(outcome, Accepted))
-    return "accepted" if placed else "rejected"
-
-
 def _decision_record(chosen: decision.Plan, attempt: int) -> dict[str, Any]:
     return {
-        "attempt": attempt,
-        "order_type": chosen.order_type.value,
-        "side": chosen.side.value,
-        "price": chosen.price,
-        "reference_price": chosen.reference_price,
-        "time_in_force": chosen.time_in_force,
-        "reduce_only": chosen.reduce_only,
-        "type_reason": chosen.type_reason,
-        "legs": [{"sequence": leg.sequence, "qty": leg.qty, "allocation_usdt": leg.allocation_usdt} for leg in chosen.legs],
-    }
+        "attempt": attempt, "order_type": chosen.order_type.value, "side": chosen.side.value, "price": chosen.price,
+        "reference_price": chosen.reference_price, "time_in_force": chosen.time_in_force,
+        "reduce_only": chosen.reduce_only, "type_reason": chosen.type_reason,
+        "legs": [{"sequence": leg.sequence, "qty": leg.qty, "allocation_usdt": leg.allocation_usdt}
+                 for leg in chosen.legs],
+    }  # fmt: skip
 
 
 def _decision_log(chosen: decision.Plan) -> dict[str, Any]:
     return {
-        "order_type": chosen.order_type.value,
-        "side": chosen.side.value,
-        "price": str(chosen.price) if chosen.price is not None else None,
-        "quantity": str(sum((leg.qty for leg in chosen.legs), Decimal(0))),
-        "legs": len(chosen.legs),
-        "reduce_only": chosen.reduce_only,
-        "type_reason": chosen.type_reason,
-    }
+        "order_type": chosen.order_type.value, "side": chosen.side.value,
+        "price": str(chosen.price) if chosen.price is not None else None, "quantity": str(chosen.total_qty),
+        "legs": len(chosen.legs), "reduce_only": chosen.reduce_only, "type_reason": chosen.type_reason,
+    }  # fmt: skip
 
 
 def _context(signal: Signal) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,9 +18,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from ordermgr.paper import PaperVenue
 from ordermgr.paper.events import QUEUE_ARGUMENTS
 from tests.paper.helpers import call, make_session, place, running_venue
-from tests.support import TcpProxy
+from tests.support import AMQP_URL, TcpProxy
 
-AMQP_URL = os.environ.get("ORDERMGR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 WAIT_S = 5
 
 
@@ -140,7 +138,7 @@ async def test_publisher_reconnects_when_the_broker_goes_away() -> None:
     proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
     async with consumed_queue() as (queue, events), anyio.create_task_group() as tg:
         proxy_port = await tg.start(proxy.run)
-        url = f"amqp://guest:guest@127.0.0.1:{proxy_port}/"
+        url = f"amqp://guest:guest@127.0.0.1:{proxy_port}{broker.path}"
         async with running_venue(amqp_url=url, order_queue=queue) as venue:
             venue.set_price("BTCUSDT", Decimal("50000"))
             engine = venue.engine

@@ -1,0 +1,349 @@
+"""One symbol's open orders and position, and every change to them. Owned by the symbol
+actor, so only one message at a time ever touches it.
+
+Every source of order state — the venue's answer to a create, ws-gateway order events, sync
+lookups — goes through ``orders.merge`` (or ``accept``/``reject``) and ``_commit``: the order,
+the fill delta, the position it moves and the event are committed in one transaction. Because
+the delta is the growth of the venue's cumulative figures, a duplicated, late or reordered
+update adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from ordermgr import decision, orders
+from ordermgr.actors.deps import ActorDeps
+from ordermgr.errors import VenueUnavailable
+from ordermgr.events import order_event, text
+from ordermgr.model import (
+    Accepted, OrderRecord, OrderRequest, OrderType, Rejected, Side, Signal, Unavailable, Unknown, VenueOrder,
+    VenuePosition, WriteOutcome,
+)  # fmt: skip
+from ordermgr.metrics import MetricsRecorder, SymbolMetrics
+from ordermgr.positions import Position, apply_fill, unrealized_pnl
+from ordermgr.store import FillRecord, until_stored
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("submitting", "pending", "partially_filled")
+# A size or price difference with the venue beyond this relative tolerance is a discrepancy.
+PRICE_TOLERANCE = Decimal("0.0001")
+
+
+@attrs.frozen
+class SyncResult:
+    synced_orders: int = 0
+    updated_orders: int = 0
+    errors: tuple[str, ...] = ()
+
+    def __add__(self, other: SyncResult) -> SyncResult:
+        return SyncResult(self.synced_orders + other.synced_orders, self.updated_orders + other.updated_orders,
+                          self.errors + other.errors)  # fmt: skip
+
+
+class SymbolBook:
+    def __init__(self, symbol: str, deps: ActorDeps) -> None:
+        self.symbol = symbol
+        self._deps = deps
+        self.open: dict[str, OrderRecord] = {}  # order_link_id → our orders not yet final
+        self.position = Position(symbol)
+        self.last_price: Decimal | None = None
+        self._signals: dict[str, Signal | Mapping[str, Any] | None] = {}  # for the events' "signal" part
+        self.metrics = MetricsRecorder()
+        self._last_fill_ms = 0  # venue time of the newest fill applied to the position
+
+    async def load(self) -> None:
+        store = self._deps.store
+        for order in await until_stored(store.active_orders, self.symbol):
+            self.open[order.order_link_id] = order
+        self.position = await until_stored(store.load_position, self.symbol) or Position(self.symbol)
+        self.last_price = self.position.last_price
+        self._last_fill_ms = await until_stored(store.last_fill_ms, self.symbol)
+
+    def remember(self, signal: Signal) -> None:
+        self._signals[signal.signal_id] = signal
+
+    def track(self, records: list[OrderRecord]) -> None:
+        for record in records:
+            self.open[record.order_link_id] = record
+
+    # --- changes ----------------------------------------------------------------------------
+
+    async def settle(self, record: OrderRecord, outcome: WriteOutcome, *, settle_signal: bool) -> None:
+        """Commit what the venue said to our create request for ``record``."""
+        context = _context(record)
+        match outcome:
+            case Accepted(order_id=order_id):
+                log.info("order acknowledged", extra={**context, "order_id": order_id})
+                await self._commit(record, orders.accept(_state(record), order_id), "placement", settle_signal)
+            case Rejected(code=code, message=message):
+                await self.reject(record, f"{code}: {message}", settle_signal=settle_signal)
+            case Unavailable(reason=reason):
+                await self.reject(record, f"venue_unavailable: {reason}", settle_signal=settle_signal)
+            case Unknown(reason=reason):
+                # It may exist on the venue: keep the intent; sync settles it by orderLinkId.
+                log.warning("order outcome unknown; left for reconciliation", extra={**context, "reason": reason})
+
+    async def reject(self, record: OrderRecord, reason: str, *, settle_signal: bool = True) -> None:
+        code, _, message = reason.partition(": ")
+        log.warning("order rejected", extra={**_context(record), "code": code, "reason": message})
+        await self._commit(record, orders.reject(_state(record), reason), "placement", settle_signal)
+
+    async def apply(self, record: OrderRecord, update: VenueOrder, source: str) -> bool:
+        """Merge one venue report of ``record``; True when anything changed."""
+        result = orders.merge(_state(record), update)
+        return await self._commit(record, result, source, settle_signal=True, venue_time_ms=update.updated_ms)
+
+    async def _commit(
+        self, record: OrderRecord, result: orders.MergeResult, source: str, settle_signal: bool,
+        venue_time_ms: int = 0,
+    ) -> bool:  # fmt: skip
+        if result.event_type is None and result.fill is None:
+            return False
+        now = self._deps.now()
+        updated = _updated_record(record, result, now)
+        fill = position = None
+        if result.fill is not None and not record.is_dry_run:
+            delta = result.fill
+            price = delta.price if delta.qty > 0 else None
+            fill = FillRecord(delta.qty, delta.value, price, delta.fee, source, venue_time_ms, record.side)
+            self.position = await self._moved_position(fill)
+            position = self.position
+            self._deps.venue.invalidate_balance()
+        events = [await self._event(result.event_type, updated)] if result.event_type else []
+        await until_stored(self._deps.store.record_order, updated, events, fill=fill, position=position,
+                           settle_signal=settle_signal and record.status == "submitting")  # fmt: skip
+        if fill is not None:
+            log.info("fill applied", extra={**_context(record), "quantity": text(fill.quantity),
+                                            "price": text(fill.price), "fee": text(fill.fee),
+                                            "position_size": text(self.position.size), "source": source})  # fmt: skip
+        self._count(record.status, updated.status)
+        if updated.status in ACTIVE:
+            self.open[updated.order_link_id] = updated
+        else:
+            self.open.pop(updated.order_link_id, None)
+        self._deps.exposure.set(self.symbol, self.exposure())
+        if events:
+            self._deps.wake_outbox()
+        return True
+
+    async def _moved_position(self, fill: FillRecord) -> Position:
+        """The position after ``fill``. Fills normally arrive in venue order and are applied one
+        by one; one older than the newest applied (its events were dropped and sync found it
+        late) is put in its place by replaying the symbol's fills in venue order, so average
+        entry and realized PnL come out as the venue's."""
+        if fill.venue_time_ms >= self._last_fill_ms:
+            moved = _with_fill(self.position, fill)
+        else:
+            log.info("fill older than the last applied; replaying fills in venue order",
+                     extra={"asset": self.symbol, "venue_time_ms": fill.venue_time_ms})  # fmt: skip
+            history = await until_stored(self._deps.store.fills, self.symbol)
+            ordered = sorted([*history, fill], key=lambda f: f.venue_time_ms)  # stable: ties keep arrival order
+            moved = Position(self.symbol)
+            for earlier in ordered:
+                moved = _with_fill(moved, earlier)
+        self._last_fill_ms = max(self._last_fill_ms, fill.venue_time_ms)
+        return attrs.evolve(moved, last_price=self.last_price or fill.price)
+
+    def _count(self, before: str, after: str) -> None:
+        if before == after:
+            return
+        if before == "submitting" and after != "rejected":
+            self.metrics.order_placed()
+        if after == "filled":
+            self.metrics.order_filled()
+        elif after == "cancelled":
+            self.metrics.order_cancelled()
+
+    def metrics_snapshot(self, mailbox_depth: int) -> SymbolMetrics:
+        unrealized = unrealized_pnl(self.position, self.last_price) if self.last_price else Decimal(0)
+        return self.metrics.snapshot(mailbox_depth, self.position.size, unrealized)
+
+    # --- sync -------------------------------------------------------------------------------
+
+    async def sync(self) -> SyncResult:
+        """Look every open order up on the venue and merge what it says; settle intents the
+        venue never received; cancel resting limit orders past their time-to-live."""
+        if not self.open:
+            return SyncResult()
+        venue = self._deps.venue
+        try:
+            listed = {order.order_link_id: order for order in await venue.open_orders(self.symbol)}
+        except VenueUnavailable as exc:
+            return SyncResult(errors=(f"{self.symbol}: open orders unknown: {exc}",))
+        result = SyncResult()
+        for record in list(self.open.values()):
+            result += await self._sync_one(record, listed.get(record.order_link_id))
+        return result + await self._expire()
+
+    async def _sync_one(self, record: OrderRecord, listed: VenueOrder | None) -> SyncResult:
+        link_id = record.order_link_id
+        try:
+            update = listed or await self._deps.venue.find_order(self.symbol, link_id)
+        except VenueUnavailable as exc:  # unknown, not absent: try again next time
+            return SyncResult(errors=(f"{link_id}: lookup failed: {exc}",))
+        if update is not None:
+            return SyncResult(1, int(await self.apply(record, update, "sync")))
+        if record.status == "submitting":
+            return SyncResult(1, int(await self._unseen_intent(record)))
+        return SyncResult(1, 0, (f"{link_id}: {record.status} here but unknown to the venue",))
+
+    async def _unseen_intent(self, record: OrderRecord) -> bool:
+        """An intent the venue never saw. Young: send it again with the same orderLinkId (the
+        venue dedupes, so this cannot place it twice). Old: the moment has passed; reject it."""
+        age = self._deps.now() - record.created_at
+        if age > timedelta(seconds=self._deps.resubmit_window_s):
+            await self.reject(record, "not_received_by_venue: the venue never received this order")
+            return True
+        log.info("resending an intent the venue never received", extra=_context(record))
+        await self.settle(record, await self._deps.venue.place_order(request_of(record)), settle_signal=True)
+        return True
+
+    async def _expire(self) -> SyncResult:
+        ttl = timedelta(seconds=self._deps.limit_order_ttl_s)
+        views = [open_view(record) for record in self.open.values() if record.status != "submitting"]
+        result = SyncResult()
+        for view in decision.expired(views, self._deps.now(), ttl):
+            log.info("limit order past its time-to-live; cancelling", extra={"asset": self.symbol,
+                                                                             "order_link_id": view.order_link_id})  # fmt: skip
+            result += await self.cancel(view.order_link_id)
+        return result
+
+    async def cancel(self, order_link_id: str) -> SyncResult:
+        """Cancel one of our orders, then merge the venue's word on it (it may have filled)."""
+        outcome = await self._deps.venue.cancel_order(self.symbol, order_link_id)
+        record = self.open.get(order_link_id)
+        if record is None:
+            return SyncResult()
+        log.info("cancel requested", extra={**_context(record), "outcome": type(outcome).__name__})
+        return await self._sync_one(record, None)
+
+    async def adopt(self, update: VenueOrder, signal_id: str) -> bool:
+        """Take in an order with our prefix that the venue has and we do not (lessons §2, §16)."""
+        record = _adopted_record(update, signal_id, self._deps.now())
+        await until_stored(self._deps.store.adopt_order, record)
+        log.warning("venue order adopted", extra={**_context(record), "order_id": update.order_id})
+        return await self.apply(record, update, "adoption")
+
+    # --- positions ----------------------------------------------------------------------------
+
+    async def snapshot(self) -> None:
+        if self.position.size == 0 and self.position.realized_pnl == 0:
+            return  # never held: nothing to snapshot
+        await self.refresh_price()
+        await until_stored(self._deps.store.record_snapshot, self.position)
+
+    async def refresh_price(self) -> None:
+        try:
+            self.last_price = (await self._deps.venue.ticker(self.symbol)).last_price
+            self.position = attrs.evolve(self.position, last_price=self.last_price)
+        except VenueUnavailable:
+            pass  # keep the last known price
+
+    async def validate(self, venue: VenuePosition | None) -> bool:
+        """Compare with the venue's position (None = flat there); on a difference take the
+        venue's size and average price, and record it. True when they differed."""
+        venue_size = venue.size if venue else Decimal(0)
+        venue_price = venue.avg_price if venue else Decimal(0)
+        local = self.position
+        if local.size == venue_size and _close(local.average_entry_price, venue_price):
+            return False
+        adopted = attrs.evolve(local, size=venue_size, average_entry_price=venue_price)
+        log.error("position differs from the venue; taking the venue's", extra={
+            "asset": self.symbol, "local_size": str(local.size), "venue_size": str(venue_size),
+            "local_average_price": str(local.average_entry_price), "venue_average_price": str(venue_price)})  # fmt: skip
+        await until_stored(self._deps.store.record_discrepancy, local, adopted, "adopted venue size and average price")
+        self.position = adopted
+        self._deps.exposure.set(self.symbol, self.exposure())
+        return True
+
+    def exposure(self) -> Decimal:
+        """|position| at the last price plus what open orders may still add (contract §7.6)."""
+        price = self.last_price or self.position.average_entry_price
+        held = abs(self.position.size) * price
+        pending = sum(((o.quantity - o.filled_quantity) * (o.price or price) for o in self.open.values()), Decimal(0))
+        return held + pending
+
+    async def _event(self, event_type: str, record: OrderRecord) -> Any:
+        signal = self._signals.get(record.signal_id)
+        if signal is None and record.signal_id not in self._signals:
+            signal = await until_stored(self._deps.store.signal_payload, record.signal_id)
+            self._signals[record.signal_id] = signal
+        rejection = None
+        if event_type == "rejected" and record.rejection_reason:
+            code, _, message = record.rejection_reason.partition(": ")
+            rejection = (code, message)
+        trace_id = signal.trace_id if isinstance(signal, Signal) else record.trace_id
+        return order_event(event_type, order=record, signal=signal, signal_id=record.signal_id, trace_id=trace_id,
+                           now=self._deps.now(), last_price=self.last_price, rejection=rejection)  # fmt: skip
+
+
+# --- conversions --------------------------------------------------------------------------------
+
+
+def _with_fill(position: Position, fill: FillRecord) -> Position:
+    price = fill.price if fill.price is not None else Decimal(0)  # a fee-only delta has no price
+    return apply_fill(position, Side(fill.side), fill.quantity, price, fill.fee)
+
+
+def _state(record: OrderRecord) -> orders.OrderState:
+    return orders.OrderState(
+        status=orders.OrderStatus(record.status), quantity=record.quantity, price=record.price,
+        order_id=record.order_id, filled_quantity=record.filled_quantity, filled_value=record.filled_value,
+        fees=record.fees, venue_updated_ms=record.venue_updated_ms or 0,
+    )  # fmt: skip
+
+
+def _updated_record(record: OrderRecord, result: orders.MergeResult, now: datetime) -> OrderRecord:
+    state = result.state
+    reason = record.rejection_reason
+    if state.status in (orders.OrderStatus.REJECTED, orders.OrderStatus.CANCELLED) and state.reject_reason:
+        reason = record.rejection_reason or state.reject_reason
+    return attrs.evolve(
+        record, status=state.status.value, order_id=state.order_id, quantity=state.quantity, price=state.price,
+        filled_quantity=state.filled_quantity, filled_value=state.filled_value, fees=state.fees,
+        average_price=state.average_price, venue_updated_ms=state.venue_updated_ms or None,
+        rejection_reason=reason, updated_at=now, executed_at=now if result.fill else record.executed_at,
+    )  # fmt: skip
+
+
+def _adopted_record(update: VenueOrder, signal_id: str, now: datetime) -> OrderRecord:
+    created = datetime.fromtimestamp(update.created_ms / 1000, now.tzinfo) if update.created_ms else now
+    return OrderRecord(
+        id=uuid.uuid4(), order_id=update.order_id, order_link_id=update.order_link_id, signal_id=signal_id,
+        asset=update.symbol, side=update.side.value, order_type=update.order_type, status="submitting",
+        quantity=update.qty, price=update.price if update.order_type == "Limit" else None, created_at=created,
+        updated_at=now, reduce_only=update.reduce_only,
+    )  # fmt: skip
+
+
+def request_of(record: OrderRecord) -> OrderRequest:
+    return OrderRequest(
+        symbol=record.asset, side=Side(record.side), order_type=OrderType(record.order_type), qty=record.quantity,
+        price=record.price, order_link_id=record.order_link_id, time_in_force=record.time_in_force,
+        reduce_only=record.reduce_only, category=record.category,
+    )  # fmt: skip
+
+
+def open_view(record: OrderRecord) -> decision.OpenOrder:
+    return decision.OpenOrder(
+        order_link_id=record.order_link_id, side=Side(record.side), order_type=OrderType(record.order_type),
+        qty=record.quantity, filled=record.filled_quantity, price=record.price, created_at=record.created_at,
+    )  # fmt: skip
+
+
+def _close(a: Decimal, b: Decimal) -> bool:
+    return a == b or abs(a - b) <= PRICE_TOLERANCE * max(abs(a), abs(b))
+
+
+def _context(record: OrderRecord) -> dict[str, Any]:
+    return {"trace_id": record.trace_id, "signal_id": record.signal_id, "asset": record.asset,
+            "order_link_id": record.order_link_id}  # fmt: skip

@@ -1,0 +1,44 @@
+"""What a symbol actor is given: its ports, settings and the few shared views."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import attrs
+
+from ordermgr.decision import DecisionSettings
+from ordermgr.model import Instrument
+from ordermgr.ports import Venue
+from ordermgr.store import PgStore
+
+
+class ExposureBook:
+    """Each actor writes its own symbol's exposure; risk checks read the total. Only actors
+    write, each its own key, so no two writers ever touch the same entry."""
+
+    def __init__(self) -> None:
+        self._by_symbol: dict[str, Decimal] = {}
+
+    def set(self, symbol: str, exposure_usdt: Decimal) -> None:
+        self._by_symbol[symbol] = exposure_usdt
+
+    def total(self) -> Decimal:
+        return sum(self._by_symbol.values(), Decimal(0))
+
+
+@attrs.frozen
+class ActorDeps:
+    store: PgStore
+    venue: Venue
+    settings: DecisionSettings
+    exposure: ExposureBook
+    wake_outbox: Callable[[], None]
+    dry_run: bool = False
+    # Instrument rules to use when the venue cannot be reached in dry-run (documented defaults).
+    fallback_instruments: Callable[[], dict[str, Instrument]] = dict
+    # An intent the venue never received is sent again while younger than this, else rejected.
+    resubmit_window_s: float = 300.0
+    limit_order_ttl_s: float = 3600.0  # 0 = resting limit orders never expire
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)

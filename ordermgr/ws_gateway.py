@@ -1,0 +1,51 @@
+"""The order-channel subscription at ws-gateway (contract §3.2). Failure is never fatal: it
+is retried in the background, /ready shows ws_gateway unavailable meanwhile, and the
+periodic sync keeps orders right without events."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import aiohttp
+import anyio
+
+log = logging.getLogger(__name__)
+
+RECHECK_INTERVAL_S = 60.0
+
+
+async def keep_subscribed(
+    base_url: str,
+    api_key: str,
+    service_name: str,
+    on_status: Callable[[bool], None],
+    *,
+    recheck_interval_s: float = RECHECK_INTERVAL_S,
+) -> None:
+    """Ask for the order channel, then ask again every ``recheck_interval_s``: 409 means the
+    subscription exists, which also tells us ws-gateway is up (and re-creates it if
+    ws-gateway lost its state)."""
+    body = {"channel_type": "order", "requesting_service": service_name}
+    failures = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        while True:
+            ok = await _subscribe(http, f"{base_url}/api/v1/subscriptions", api_key, body, quiet=failures > 0)
+            on_status(ok)
+            failures = 0 if ok else failures + 1
+            await anyio.sleep(recheck_interval_s if ok else min(recheck_interval_s, 2.0 * 2**failures))
+
+
+async def _subscribe(
+    http: aiohttp.ClientSession, url: str, api_key: str, body: dict[str, str], *, quiet: bool
+) -> bool:
+    try:
+        async with http.post(url, json=body, headers={"X-API-Key": api_key}) as response:
+            if response.status in (200, 201, 409):
+                return True
+            detail = f"HTTP {response.status}: {(await response.text())[:200]}"
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+    if not quiet:
+        log.error("ws-gateway order subscription failed; retrying in the background", extra={"error": detail})
+    return False
