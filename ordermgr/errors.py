@@ -13,9 +13,10 @@ class VenueUnavailable(OrderManagerError):
     *unknown*, never *empty*: callers must not conclude that nothing exists."""
 
 
-class VenueAuthError(OrderManagerError):
+class VenueAuthError(VenueUnavailable):
     """The venue refused our credentials (10003 / 10004 / 10005 / 10007 / HTTP 401): a
-    configuration error, not a reason to reject signals one by one."""
+    configuration error, not a reason to reject signals one by one. A kind of unavailable:
+    the venue has told us nothing about the question asked."""
 
 
 class StoreUnavailable(OrderManagerError):

@@ -172,12 +172,20 @@ class Accepted:
     order_link_id: str
 
 
+# retCodes (and HTTP 401) by which the venue refuses our credentials: a configuration error.
+CREDENTIAL_REJECTIONS = frozenset({10003, 10004, 10005, 10007, 401})
+
+
 @attrs.frozen
 class Rejected:
     """The venue refused the request; final. ``code`` is Bybit's retCode."""
 
     code: int
     message: str
+
+    @property
+    def is_credentials(self) -> bool:
+        return self.code in CREDENTIAL_REJECTIONS
 
 
 @attrs.frozen

@@ -189,3 +189,19 @@ async def test_each_risk_rule_rejects_with_its_code_and_numbers(fresh_queues: st
         signal_id: code for signal_id, (_, code) in cases.items()
     }
     assert stored["risk-position"]["rejection_details"]["limit"] == "0.5"
+
+
+async def test_refused_credentials_keep_signals_in_the_queue_and_show_in_ready(fresh_queues: str) -> None:
+    import aiohttp
+
+    env = {"BYBIT_API_SECRET": "not-the-venues-secret", "ORDERMANAGER_DRAIN_TIMEOUT": "1"}
+    async with running_service(env, venue=paper_venue()) as service:
+        await publish(signal("creds-1"))
+        await service.logs.wait_for("venue refused our credentials; signal returned to the queue")
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{service.port}/ready") as response:
+            assert (await response.json())["dependencies"]["bybit_api"] == "unavailable"
+
+    assert rows(fresh_queues, "SELECT status FROM signals WHERE signal_id = 'creds-1'") == [{"status": "received"}]
+    assert rows(fresh_queues, "SELECT count(*) AS n FROM orders") == [{"n": 0}]
+    assert rows(fresh_queues, "SELECT count(*) AS n FROM order_events_outbox") == [{"n": 0}]  # not answered as rejected
+    assert await queue_depth(SIGNAL_QUEUE) == 1  # still there for when the credentials are fixed

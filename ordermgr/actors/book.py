@@ -84,6 +84,10 @@ class SymbolBook:
             case Accepted(order_id=order_id):
                 log.info("order acknowledged", extra={**context, "order_id": order_id})
                 await self._commit(record, orders.accept(_state(record), order_id), "placement", settle_signal)
+            case Rejected() if outcome.is_credentials:
+                # Our configuration is wrong, not the order: keep the intent to send once fixed.
+                log.critical("venue refused our credentials; the order stays an intent",
+                             extra={**context, "code": outcome.code, "reason": outcome.message})  # fmt: skip
             case Rejected(code=code, message=message):
                 await self.reject(record, f"{code}: {message}", settle_signal=settle_signal)
             case Unavailable(reason=reason):

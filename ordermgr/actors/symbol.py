@@ -23,15 +23,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from ordermgr import decision, failpoints
 from ordermgr.actors.book import SymbolBook, SyncResult, open_view, request_of
 from ordermgr.actors.deps import ActorDeps
-from ordermgr.errors import VenueUnavailable
+from ordermgr.errors import VenueAuthError, VenueUnavailable
 from ordermgr.events import order_event
 from ordermgr.messages import (
     ActorMessage, AdoptOrder, GetState, OrderUpdate, SignalReceived, SnapshotTick, SyncRequest, ValidatePosition,
 )  # fmt: skip
-from ordermgr.model import Accepted, OrderRecord, OrderRequest, Signal, Unknown, WriteOutcome
+from ordermgr.model import Accepted, OrderRecord, OrderRequest, Rejected, Signal, Unknown, WriteOutcome
 from ordermgr.store import until_stored
 
 log = logging.getLogger(__name__)
+
+CREDENTIALS_BACKOFF_S = 5.0
 
 
 @attrs.frozen
@@ -127,16 +129,28 @@ class SymbolActor:
         self.book.metrics.signal_received()
         known = await until_stored(store.begin_signal, signal, message.body_size)
         self.book.remember(signal)
-        if known.status == "accepted":
-            log.info("signal already handled; skipped", extra={**context, "deliveries": known.deliveries})
-        elif known.status == "processing":
-            await self._resume(signal)
-        else:
-            await self._evaluate(signal, attempt=known.attempts + 1)
+        try:
+            if known.status == "accepted":
+                log.info("signal already handled; skipped", extra={**context, "deliveries": known.deliveries})
+            elif known.status == "processing":
+                await self._resume(signal)
+            else:
+                await self._evaluate(signal, attempt=known.attempts + 1)
+        except VenueAuthError as exc:
+            await self._hold(message, exc)
+            return
         await message.delivery.ack()
         latency_ms = _ms_since(message.received_monotonic)
         self.book.metrics.ack_latency(latency_ms)
         log.info("signal acknowledged", extra={**context, "latency_ms": latency_ms})
+
+    async def _hold(self, message: SignalReceived, exc: VenueAuthError) -> None:
+        """Contract §7.13: refused credentials are a configuration error. The signal goes back
+        to the queue (after a pause, so it does not spin) instead of being rejected."""
+        log.critical("venue refused our credentials; signal returned to the queue",
+                     extra={**_context(message.signal), "error": str(exc), "retry_in_s": CREDENTIALS_BACKOFF_S})  # fmt: skip
+        await anyio.sleep(CREDENTIALS_BACKOFF_S)
+        await message.delivery.requeue()
 
     async def _evaluate(self, signal: Signal, attempt: int) -> None:
         context = {**_context(signal), "attempt": attempt}
@@ -169,6 +183,8 @@ class SymbolActor:
             instrument = await venue.instrument(self.symbol)
             book.last_price = (await venue.ticker(self.symbol)).last_price
             balance = None if self._deps.dry_run else await venue.available_balance()
+        except VenueAuthError:
+            raise
         except VenueUnavailable as exc:
             if not self._deps.dry_run:
                 return decision.Refusal("venue_unavailable", f"the venue could not be reached: {exc}", {})
@@ -219,6 +235,8 @@ class SymbolActor:
             failpoints.hit(failpoints.AFTER_VENUE_CALL)
             await self.book.settle(record, outcome, settle_signal=index == len(records) - 1)
             outcomes.append(outcome)
+            if isinstance(outcome, Rejected) and outcome.is_credentials:
+                raise VenueAuthError(outcome.message)
         return outcomes
 
     async def _resume(self, signal: Signal) -> None:
