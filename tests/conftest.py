@@ -14,9 +14,10 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def rabbitmq_vhost() -> str:
+def rabbitmq_vhost() -> Iterator[str]:
     support.ensure_vhost(support.AMQP_VHOST)
-    return support.AMQP_VHOST
+    yield support.AMQP_VHOST
+    support.delete_vhost(support.AMQP_VHOST)
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +26,7 @@ def test_database() -> Iterator[str]:
     whoever starts the service (or explicitly by a test)."""
     support.recreate_database(support.TEST_DB)
     yield support.admin_conninfo(support.TEST_DB)
+    support.drop_database(support.TEST_DB)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
@@ -138,7 +138,8 @@ class Daemon:
     can wait for one instead of sleeping."""
 
     def __init__(self, env: Mapping[str, str], cwd: str) -> None:
-        self._env = support.child_environment(**{"ORDER_MANAGER_PORT": "4634", **env})
+        # A free port, not a fixed one: another suite on this machine may run a daemon too.
+        self._env = support.child_environment(**{"ORDER_MANAGER_PORT": str(support.free_port()), **env})
         self._cwd = cwd
         self.lines: list[dict[str, Any]] = []
         self.returncode: int | None = None
@@ -173,6 +174,19 @@ class Daemon:
                 self._changed = anyio.Event()
                 await self._changed.wait()
 
+    async def wait_until(self, predicate: Callable[[], bool], *, timeout_s: float = 20.0, what: str = "") -> None:
+        """Return once ``predicate()`` holds; it is checked at each log line (and at exit)."""
+        with anyio.fail_after(timeout_s):
+            while not predicate():
+                if self.returncode is not None:
+                    raise AssertionError(f"daemon exited ({self.returncode}) while waiting for {what or predicate}")
+                self._changed = anyio.Event()
+                await self._changed.wait()
+
+    @property
+    def port(self) -> int:
+        return int(self._env["ORDER_MANAGER_PORT"])
+
     async def wait_exit(self, timeout_s: float = 20.0) -> int:
         with anyio.fail_after(timeout_s):
             while self.returncode is None:
@@ -183,3 +197,8 @@ class Daemon:
     def terminate(self) -> None:
         assert self._process is not None
         self._process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would end it."""
+        assert self._process is not None
+        self._process.kill()

@@ -4,6 +4,7 @@ and a TCP proxy that can make a dependency unreachable on demand."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,11 +18,20 @@ REPO_ROOT = str(Path(__file__).resolve().parents[1])
 PG_HOST = os.environ.get("ORDERMGR_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("ORDERMGR_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("ORDERMGR_TEST_PG_USER", "postgres")
-TEST_DB = "ordermgr_test"
-# The suite's own RabbitMQ virtual host: nothing else running on this broker (a `make run`, a
-# benchmark) can consume the test's messages, nor the test theirs.
-AMQP_VHOST = "ordermgr-test"
+# Each test session (one pytest process) gets its own database and RabbitMQ virtual host, made
+# at its start and removed at its end: two suites on one machine, a benchmark or `make run` on
+# the same servers, cannot take each other's messages or drop each other's tables.
+SESSION = os.getpid()
+TEST_DB = os.environ.get("ORDERMGR_TEST_DB", f"ordermgr_test_{SESSION}")
+AMQP_VHOST = os.environ.get("ORDERMGR_TEST_VHOST", f"ordermgr-test-{SESSION}")
 AMQP_URL = f"amqp://guest:guest@127.0.0.1:5672/{AMQP_VHOST}"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for a child's HTTP server)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def admin_conninfo(dbname: str = "postgres") -> str:
@@ -61,15 +71,28 @@ def child_environment(**overrides: str) -> dict[str, str]:
 def ensure_vhost(name: str) -> None:
     """Create the virtual host (idempotent) and let guest use it, with the broker's own CLI."""
     for command in (["add_vhost", name], ["set_permissions", "-p", name, "guest", ".*", ".*", ".*"]):
-        result = subprocess.run(["rabbitmqctl", *command], capture_output=True, text=True, timeout=60)
-        if result.returncode != 0 and "already_exists" not in result.stderr + result.stdout:
-            raise RuntimeError(f"rabbitmqctl {' '.join(command)} failed: {result.stderr.strip()}")
+        _rabbitmqctl(command, ok_if="already_exists")
+
+
+def delete_vhost(name: str) -> None:
+    _rabbitmqctl(["delete_vhost", name], ok_if="not_found")
+
+
+def _rabbitmqctl(command: list[str], *, ok_if: str) -> None:
+    result = subprocess.run(["rabbitmqctl", *command], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0 and ok_if not in result.stderr + result.stdout:
+        raise RuntimeError(f"rabbitmqctl {' '.join(command)} failed: {result.stderr.strip()}")
 
 
 def recreate_database(name: str) -> None:
     with psycopg.connect(admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(admin_conninfo(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def user_tables(conninfo: str) -> list[str]:

@@ -7,10 +7,13 @@ import signal
 import subprocess
 import sys
 
+from collections.abc import Iterator
+
 import aiohttp
 import anyio
 import attrs
 import psycopg
+import pytest
 
 from ordermgr import app
 from ordermgr.config import load_config
@@ -23,9 +26,16 @@ EXPECTED_TABLES = [
 ]  # fmt: skip
 
 
-async def test_migrations_apply_on_an_empty_database_and_twice_change_nothing() -> None:
-    support.recreate_database("ordermgr_migrations")
-    conninfo = support.admin_conninfo("ordermgr_migrations")
+@pytest.fixture
+def empty_database() -> Iterator[str]:
+    name = f"ordermgr_migrations_{support.SESSION}"
+    support.recreate_database(name)
+    yield support.admin_conninfo(name)
+    support.drop_database(name)
+
+
+async def test_migrations_apply_on_an_empty_database_and_twice_change_nothing(empty_database: str) -> None:
+    conninfo = empty_database
     versions = [version for version, _ in migration_files()]
 
     assert await apply_migrations(conninfo) == versions
@@ -37,9 +47,8 @@ async def test_migrations_apply_on_an_empty_database_and_twice_change_nothing() 
     assert recorded == versions
 
 
-async def test_concurrent_migrators_apply_each_file_once() -> None:
-    support.recreate_database("ordermgr_migrations")
-    conninfo = support.admin_conninfo("ordermgr_migrations")
+async def test_concurrent_migrators_apply_each_file_once(empty_database: str) -> None:
+    conninfo = empty_database
     results: list[list[str]] = []
 
     async def migrate() -> None:
