@@ -205,3 +205,35 @@ async def test_refused_credentials_keep_signals_in_the_queue_and_show_in_ready(f
     assert rows(fresh_queues, "SELECT count(*) AS n FROM orders") == [{"n": 0}]
     assert rows(fresh_queues, "SELECT count(*) AS n FROM order_events_outbox") == [{"n": 0}]  # not answered as rejected
     assert await queue_depth(SIGNAL_QUEUE) == 1  # still there for when the credentials are fixed
+
+
+async def test_the_quickstart_curl_commands_return_the_documented_shapes(fresh_queues: str) -> None:
+    """The quickstart's `curl` calls (list orders by asset, list positions, sync), as written."""
+    import aiohttp
+
+    venue = paper_venue(amqp_url=support.AMQP_URL)
+    headers = {"X-API-Key": "test-api-key"}
+    async with running_service(venue=venue) as service, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{service.port}"
+        async with http.get(f"{base}/api/v1/orders", headers=headers) as response:
+            assert response.status == 200 and (await response.json())["orders"] == []
+        await publish(QUICKSTART)
+        await service.logs.wait_for("fill applied")
+        async with http.get(f"{base}/api/v1/orders?asset=BTCUSDT", headers=headers) as response:
+            listed = await response.json()
+        async with http.get(f"{base}/api/v1/positions", headers=headers) as response:
+            positions = await response.json()
+        async with http.post(f"{base}/api/v1/sync", headers={**headers, "Content-Type": "application/json"},
+                             data='{\n    "scope": "active"\n  }') as response:  # fmt: skip
+            synced = await response.json()
+        async with http.get(f"{base}/api/v1/orders") as response:
+            assert response.status == 401 and (await response.json())["code"] == "unauthorized"
+
+    [order] = listed["orders"]
+    assert listed["pagination"] == {"page": 1, "page_size": 20, "total_items": 1, "total_pages": 1}
+    assert (order["signal_id"], order["status"], order["quantity"], order["is_dry_run"]) == (
+        "test-signal-001", "filled", "0.020", False)  # fmt: skip
+    [position] = positions["positions"]
+    assert (position["asset"], position["size"]) == ("BTCUSDT", "0.020")
+    assert set(synced) == {"status", "synced_orders", "updated_orders", "errors", "timestamp"}
+    assert synced["status"] == "completed" and synced["errors"] == []
