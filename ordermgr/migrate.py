@@ -8,6 +8,7 @@ from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
 
+import anyio
 import psycopg
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def migration_files() -> list[tuple[str, str]]:
 async def apply_migrations(conninfo: str) -> list[str]:
     """Apply every migration not yet recorded; return the versions applied now."""
     applied_now: list[str] = []
+    files = await anyio.to_thread.run_sync(migration_files)  # file reads stay off the event loop
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
@@ -46,7 +48,7 @@ async def apply_migrations(conninfo: str) -> list[str]:
             )
             cursor = await conn.execute("SELECT version FROM schema_migrations")
             done = {row[0] for row in await cursor.fetchall()}
-            for version, sql in migration_files():
+            for version, sql in files:
                 if version in done:
                     continue
                 async with conn.transaction():

@@ -3,8 +3,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
 
 from tests import support
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Any blocking call (file or socket I/O, time.sleep) made by ordermgr code on the event
+    loop thread fails the test: pybit and other blocking work must run in worker threads."""
+    with blockbuster_ctx("ordermgr") as bb:
+        yield bb
 
 
 @pytest.fixture

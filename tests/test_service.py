@@ -36,7 +36,7 @@ def empty_database() -> Iterator[str]:
 
 async def test_migrations_apply_on_an_empty_database_and_twice_change_nothing(empty_database: str) -> None:
     conninfo = empty_database
-    versions = [version for version, _ in migration_files()]
+    versions = [version for version, _ in await anyio.to_thread.run_sync(migration_files)]
 
     assert await apply_migrations(conninfo) == versions
     assert await apply_migrations(conninfo) == []
@@ -57,7 +57,7 @@ async def test_concurrent_migrators_apply_each_file_once(empty_database: str) ->
     async with anyio.create_task_group() as tg:
         for _ in range(3):
             tg.start_soon(migrate)
-    assert sorted(len(applied) for applied in results) == [0, 0, len(migration_files())]
+    assert sorted(len(applied) for applied in results) == [0, 0, len(await anyio.to_thread.run_sync(migration_files))]
 
 
 async def _ready(port: int) -> tuple[int, dict[str, object]]:

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import anyio
 import pytest
-from blockbuster import BlockBuster, blockbuster_ctx
 from pybit.unified_trading import HTTP
 
 from ordermgr.paper import PaperVenue
 from tests.paper.helpers import make_session, running_venue
-
-
-@pytest.fixture(autouse=True)
-def blockbuster() -> Iterator[BlockBuster]:
-    # Any blocking call made by ordermgr code on the event loop thread fails the test.
-    with blockbuster_ctx("ordermgr") as bb:
-        yield bb
 
 
 @pytest.fixture
