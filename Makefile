@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install services run migrate paper test test-fast chaos bench clean
+.PHONY: install services run migrate paper test typecheck chaos bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ paper: install     ## run the paper venue alone on port 8600
 
 test: install services  ## the whole suite against the real PostgreSQL and RabbitMQ
 	$(PY) -m pytest
+
+typecheck: install  ## mypy --strict over the package
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -151,7 +151,7 @@ async def consume(
             if stop.is_set() and not channel.is_closed:
                 # Stop deliveries; prefetched unacked messages stay ours until acked or the channel closes.
                 with anyio.move_on_after(2, shield=True):
-                    await channel.basic_cancel(consumer.consumer_tag)
+                    await channel.basic_cancel(consumer.consumer_tag or "")
                     log.info("consumer cancelled", extra={"queue": queue})
         except _AMQP_ERRORS as exc:
             log.error("consumer interrupted; resubscribing", extra={"queue": queue, "error": str(exc)})
@@ -221,7 +221,7 @@ class Publisher:
             delivery_mode=2,
             content_type="application/json",
             message_id=message_id,
-            headers=dict(headers),
+            headers={key: str(value) for key, value in headers.items()},
         )
         try:
             confirmation = await channel.basic_publish(

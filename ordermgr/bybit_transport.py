@@ -103,7 +103,9 @@ class PybitTransport:
         timeout_s: float,
         venue_now_ms: Callable[[], int],
     ) -> None:
-        self._make = lambda: _new_client(api_key, api_secret, base_url, timeout_s, venue_now_ms)
+        self._make: Callable[[], ClockedHTTP] = lambda: _new_client(
+            api_key, api_secret, base_url, timeout_s, venue_now_ms
+        )
         self._local = threading.local()
         self._clients: list[ClockedHTTP] = []
         self._lock = threading.Lock()

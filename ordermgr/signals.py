@@ -183,7 +183,7 @@ class _Problems:
 
     items: list[Problem] = attrs.field(factory=list)
 
-    def take(self, result: _T | Problem) -> _T | None:
+    def take(self, result: _T | Problem | None) -> _T | None:
         if isinstance(result, Problem):
             self.items.append(result)
             return None

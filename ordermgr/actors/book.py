@@ -64,7 +64,8 @@ class SymbolBook:
         store = self._deps.store
         for order in await until_stored(store.active_orders, self.symbol):
             self.open[order.order_link_id] = order
-        self.position = await until_stored(store.load_position, self.symbol) or Position(self.symbol)
+        loaded: Position | None = await until_stored(store.load_position, self.symbol)
+        self.position = loaded or Position(self.symbol)
         self.last_price = self.position.last_price
         self._last_fill_ms = await until_stored(store.last_fill_ms, self.symbol)
 

@@ -28,7 +28,7 @@ from ordermgr.events import order_event
 from ordermgr.messages import (
     ActorMessage, AdoptOrder, GetState, OrderUpdate, SignalReceived, SnapshotTick, SyncRequest, ValidatePosition,
 )  # fmt: skip
-from ordermgr.model import Accepted, OrderRecord, OrderRequest, Rejected, Signal, Unknown, WriteOutcome
+from ordermgr.model import Accepted, OrderRecord, OrderRequest, Rejected, Side, Signal, Unknown, WriteOutcome
 from ordermgr.store import until_stored
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ class SymbolActor:
         self.book.track(unsettled)
         await self._send_all(unsettled)
 
-    async def _cancel_opposite(self, side: decision.Side) -> SyncResult:
+    async def _cancel_opposite(self, side: Side) -> SyncResult:
         """Contract §7.7: a new signal cancels this symbol's open orders on the other side."""
         result = SyncResult()
         for view in decision.orders_to_cancel(side, [open_view(order) for order in self.book.open.values()]):

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 import aiormq
+from pamqp.common import FieldTable
 import anyio
 import attrs
 from aiormq.abc import AbstractChannel
@@ -28,7 +29,7 @@ from ordermgr.paper.faults import Faults
 log = logging.getLogger(__name__)
 
 Json = dict[str, object]
-QUEUE_ARGUMENTS: Final = {"x-message-ttl": 86_400_000, "x-max-length": 100_000, "x-overflow": "drop-head"}
+QUEUE_ARGUMENTS: Final[FieldTable] = {"x-message-ttl": 86_400_000, "x-max-length": 100_000, "x-overflow": "drop-head"}
 REORDER_WINDOW: Final = 4  # events shuffled together when event_reorder is on
 REORDER_WAIT_S: Final = 0.05  # how long a reorder window waits to fill up
 REORDER_POLL_S: Final = 0.005
