@@ -69,6 +69,7 @@ class BybitExchange:
         max_concurrency: int = 8,
         instrument_ttl_s: float = 300.0,
         balance_ttl_s: float = 2.0,
+        balance_after_fill_s: float = 0.5,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         settle_coin: str = "USDT",
         rate_limit_wait_s: float | None = None,
@@ -85,8 +86,9 @@ class BybitExchange:
         self._instruments: dict[str, Instrument] | None = None
         self._instruments_at = 0.0
         self._instruments_lock = anyio.Lock()
-        self._balances: dict[str, tuple[float, Decimal]] = {}
+        self._balances: dict[str, tuple[float, Decimal]] = {}  # coin → (expires at, available)
         self._balance_generation = 0
+        self._balance_after_fill_s = balance_after_fill_s  # how long a pre-fill balance may still serve
 
     # ----------------------------------------------------------------- reads
 
@@ -119,18 +121,21 @@ class BybitExchange:
     async def available_balance(self, coin: str = "USDT") -> Decimal:
         """Available ``coin``, cached for ``balance_ttl_s`` (see :meth:`invalidate_balance`)."""
         cached = self._balances.get(coin)
-        if cached is not None and anyio.current_time() - cached[0] < self._balance_ttl_s:
+        if cached is not None and anyio.current_time() < cached[0]:
             return cached[1]
         generation, fetched_at = self._balance_generation, anyio.current_time()
         result = await self._client.read("get_wallet_balance", accountType="UNIFIED", coin=coin)
         value = parse_wallet_available(result, coin)
-        if generation == self._balance_generation:  # no fill invalidated it meanwhile
-            self._balances[coin] = (fetched_at, value)
+        # A fill during the fetch may not be in this figure: keep it only briefly then.
+        ttl_s = self._balance_ttl_s if generation == self._balance_generation else self._balance_after_fill_s
+        self._balances[coin] = (fetched_at + min(ttl_s, self._balance_ttl_s), value)
         return value
 
     def invalidate_balance(self) -> None:
-        """Forget cached balances (call after fills)."""
-        self._balances.clear()
+        """After a fill: the cached balances expire within ``balance_after_fill_s``, so they are
+        refreshed soon after fills without a request per fill during a burst."""
+        soon = anyio.current_time() + self._balance_after_fill_s
+        self._balances = {coin: (min(expires, soon), value) for coin, (expires, value) in self._balances.items()}
         self._balance_generation += 1
 
     async def find_order(self, symbol: str, order_link_id: str) -> VenueOrder | None:

@@ -52,6 +52,7 @@ async def make_exchange(venue: PaperVenue, sleeps: SleepLog) -> AsyncIterator[Ma
         options: dict[str, Any] = {
             "api_key": KEY, "api_secret": SECRET, "base_url": venue.base_url, "timeout_s": 2.0,
             "retry": RetryPolicy(max_attempts=3, base_delay_s=0.5), "sleep": sleeps,
+            "balance_after_fill_s": 0.0,  # tests read the balance right after a fill
         } | overrides
         made.append(BybitExchange(**options))
         return made[-1]
