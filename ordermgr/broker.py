@@ -30,7 +30,10 @@ ORDER_UPDATES_ARGUMENTS: Mapping[str, Any] = {
     "x-max-length": 100_000,
     "x-overflow": "drop-head",
 }
-_AMQP_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError)
+# ChannelInvalidStateError (a RuntimeError) is what an ack on a channel the broker closed raises.
+_AMQP_ERRORS = (
+    aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError, OSError, TimeoutError,
+)
 
 
 @attrs.frozen

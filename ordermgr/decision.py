@@ -204,7 +204,7 @@ def plan(signal: Signal, ctx: MarketContext, settings: DecisionSettings) -> Plan
         order_type=order_type,
         price=price,
         time_in_force="GTC" if order_type is OrderType.LIMIT else "IOC",
-        reduce_only=only_reduces(signal.side, total_qty, ctx.position_size),
+        reduce_only=only_reduces(signal.side, total_qty, projected_position(signal.side, ctx)),
         legs=legs,
         reference_price=reference,
         type_reason=type_reason,
@@ -398,6 +398,14 @@ def _with_leg(refusal: Refusal, sequence: int, count: int) -> Refusal:
 
 
 # --------------------------------------------------------------------------- §7.6 risk
+
+
+def projected_position(side: Side, ctx: MarketContext) -> Decimal:
+    """The position once this symbol's open orders on ``side`` have filled. Orders just placed
+    may already have filled on the venue before their events arrive; opposite-side orders are
+    cancelled before a new signal's order is sent (§7.7), so only same-side ones count."""
+    resting = sum((o.remaining for o in ctx.open_orders if o.side is side), _ZERO)
+    return ctx.position_size + side.sign * resting
 
 
 def only_reduces(side: Side, qty: Decimal, position_size: Decimal) -> bool:

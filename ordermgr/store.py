@@ -164,14 +164,15 @@ class PgStore:
             )
             async with conn.cursor() as cursor:
                 await cursor.executemany(
-                    f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({', '.join(['%s'] * len(_ORDER_FIELDS))})",
+                    f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({', '.join(['%s'] * len(_ORDER_FIELDS))})"
+                    " ON CONFLICT (order_link_id) DO NOTHING",  # a redo after a lost COMMIT answer
                     [attrs.astuple(order, recurse=False) for order in orders],
                 )
                 await cursor.executemany(
                     """
                     INSERT INTO signal_order_relationships (signal_id, order_id, relationship_type,
                            execution_sequence, allocation_amount, allocation_quantity)
-                    VALUES (%s, %s, %s, %s, %s, %s)
+                    VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (order_id) DO NOTHING
                     """,
                     [(signal.signal_id, order.id, *allocation) for order, allocation in zip(orders, allocations)],
                 )
@@ -206,9 +207,10 @@ class PgStore:
             if fill is not None:
                 await conn.execute(
                     "INSERT INTO order_fills (order_uuid, signal_id, asset, side, quantity, value, price, fee, source,"
-                    " venue_time_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    " venue_time_ms, fill_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (fill_id) DO NOTHING",
                     (order.id, order.signal_id, order.asset, order.side, fill.quantity, fill.value, fill.price,
-                     fill.fee, fill.source, fill.venue_time_ms),
+                     fill.fee, fill.source, fill.venue_time_ms, fill.fill_id),
                 )  # fmt: skip
             if position is not None:
                 await _upsert_position(conn, position)
@@ -386,7 +388,7 @@ async def _insert_events(conn: psycopg.AsyncConnection[Any], events: Sequence[Or
     async with conn.cursor() as cursor:
         await cursor.executemany(
             "INSERT INTO order_events_outbox (event_id, event_type, signal_id, order_uuid, trace_id, body)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
             [(e.event_id, e.event_type, e.signal_id, e.order_uuid, e.trace_id, _jsonb(e.body)) for e in events],
         )
 
@@ -428,6 +430,8 @@ class FillRecord:
     source: str
     venue_time_ms: int
     side: str = ""  # Buy / Sell, as read back for a replay
+    # Made once per delta: a transaction redone after a lost COMMIT answer inserts it once.
+    fill_id: uuid.UUID = attrs.field(factory=uuid.uuid4)
 
 
 @attrs.frozen
@@ -444,7 +448,8 @@ def _jsonb(value: object) -> Jsonb:
 
 async def until_stored(call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run a store call, waiting out database outages with capped backoff (cancellable). Work
-    that must be recorded before it is acknowledged simply waits for the database."""
+    that must be recorded before it is acknowledged simply waits for the database. Every write
+    is safe to redo: a COMMIT whose answer was lost with the connection may have happened."""
     delay_s = 0.2
     while True:
         try:

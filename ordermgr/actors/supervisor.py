@@ -33,8 +33,10 @@ class Supervisor:
         if mailbox is None:
             send, receive = anyio.create_memory_object_stream[ActorMessage](self._mailbox_size)
             actor = self._make_actor(symbol)
-            await self._tg.start(actor.run, receive)
+            # Registered before the actor loads its state (an await): a second route meanwhile
+            # must find this mailbox, not start a second actor for the symbol.
             self._mailboxes[symbol], self.actors[symbol] = send, actor
+            await self._tg.start(actor.run, receive)
             log.info("symbol actor started", extra={"asset": symbol})
             mailbox = send
         return mailbox
