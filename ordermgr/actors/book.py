@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -34,6 +35,7 @@ from ordermgr.store import FillRecord, until_stored
 log = logging.getLogger(__name__)
 
 ACTIVE = ("submitting", "pending", "partially_filled")
+RECENT_SIGNALS = 64  # signals kept in memory per symbol for their orders' events
 # A size or price difference with the venue beyond this relative tolerance is a discrepancy.
 PRICE_TOLERANCE = Decimal("0.0001")
 
@@ -56,7 +58,9 @@ class SymbolBook:
         self.open: dict[str, OrderRecord] = {}  # order_link_id → our orders not yet final
         self.position = Position(symbol)
         self.last_price: Decimal | None = None
-        self._signals: dict[str, Signal | Mapping[str, Any] | None] = {}  # for the events' "signal" part
+        # Recent signals, for the "signal" part of their orders' later events. Bounded: one that
+        # has dropped out is read back from the database when an event needs it.
+        self._signals: OrderedDict[str, Signal | Mapping[str, Any] | None] = OrderedDict()
         self.metrics = MetricsRecorder()
         self._last_fill_ms = 0  # venue time of the newest fill applied to the position
 
@@ -70,7 +74,13 @@ class SymbolBook:
         self._last_fill_ms = await until_stored(store.last_fill_ms, self.symbol)
 
     def remember(self, signal: Signal) -> None:
-        self._signals[signal.signal_id] = signal
+        self._keep_signal(signal.signal_id, signal)
+
+    def _keep_signal(self, signal_id: str, signal: Signal | Mapping[str, Any] | None) -> None:
+        self._signals[signal_id] = signal
+        self._signals.move_to_end(signal_id)
+        while len(self._signals) > RECENT_SIGNALS:
+            self._signals.popitem(last=False)
 
     def track(self, records: list[OrderRecord]) -> None:
         for record in records:
@@ -281,7 +291,7 @@ class SymbolBook:
         signal = self._signals.get(record.signal_id)
         if signal is None and record.signal_id not in self._signals:
             signal = await until_stored(self._deps.store.signal_payload, record.signal_id)
-            self._signals[record.signal_id] = signal
+            self._keep_signal(record.signal_id, signal)
         rejection = None
         if event_type == "rejected" and record.rejection_reason:
             code, _, message = record.rejection_reason.partition(": ")
