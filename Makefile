@@ -29,6 +29,9 @@ paper: install     ## run the paper venue alone on port 8600
 test: install services  ## the whole suite against the real PostgreSQL and RabbitMQ
 	$(PY) -m pytest
 
+chaos: install services  ## the fault suite at full size (make test runs the short one); prints its table
+	ORDERMGR_CHAOS=full $(PY) -m pytest tests/chaos -q -rxX
+
 typecheck: install  ## mypy --strict over the package
 	$(PY) -m mypy
 

@@ -1,0 +1,225 @@
+"""The scenarios of the fault suite. Each runs a stream of signals against the paper venue, breaks
+something at a chosen moment, lets the daemon recover, and returns the checked ScenarioResult.
+
+Waiting is on the daemon's log lines (acknowledgements, "ready to take signals", "consuming"),
+process exits, the venue's fault counters and the events queue. The only sleeps are the faults
+themselves (an outage's length, the random instant of a kill); the only polling is bounded and
+for convergence at the end (``ChaosWorld.finish``, and the event-fault scenario's recovery).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+import psycopg
+
+from ordermgr.broker import SIGNAL_QUEUE
+from tests.service import Daemon
+from tests.chaos.harness import (
+    OUR_PREFIX, VENUE_TO_OURS, ChaosWorld, ObservedFaults, ScenarioResult, Sizes, chaos_world, plan_stream, poll_until,
+)  # fmt: skip
+
+DRAIN_TIMEOUT_S = 10.0  # ORDERMANAGER_DRAIN_TIMEOUT in the daemon's environment (harness.daemon_env)
+FLUSH_BOUND_S = 5.0  # the outbox flush after the drain (app.run_trading)
+
+
+async def sigkill(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:
+    """SIGKILL at random instants (seeded) during the stream, restarted each time. After the 3rd,
+    7th, 11th, ... kill the restarted daemon is killed once more while it reconciles at startup
+    (between "schema up to date" and "ready to take signals", when it gets there in time), then
+    started again.
+
+    recover_s: the longest time from a restart (process spawned) to its first acknowledgement."""
+    async with chaos_world("sigkill", conninfo, log_dir, seed=11) as world:
+        planned = plan_stream("kill", sizes.kill_signals, world.rng)
+        result.signals = len(planned)
+        total = len(planned)
+        margin = max(2, total // 20)
+        points = sorted(world.rng.sample(range(margin, total - margin), sizes.kills))
+        await world.start_daemon()
+        world.start_stream(planned, sizes.rate)
+        recoveries, startup_kills = [], 0
+        for index, point in enumerate(points, start=1):
+            await world.wait_acked(point, timeout_s=sizes.timeout_s)
+            await anyio.sleep(world.rng.uniform(0.0, 0.05))  # the random instant: somewhere in a signal's handling
+            await world.kill()
+            if index % 4 == 3:
+                starting = await world.spawn_daemon()
+                await starting.wait_for("schema up to date", timeout_s=30)
+                await anyio.sleep(world.rng.uniform(0.0, 0.1))  # somewhere in startup reconciliation
+                await world.kill()
+                startup_kills += 1
+            restarted = time.monotonic()
+            await world.start_daemon()
+            recoveries.append(await world.next_ack(total=total, since=restarted))
+        result.recover_s = max(recoveries)
+        result.notes["kills"] = {"mid_stream": len(points), "during_startup": startup_kills}
+        await world.finish(planned, result, timeout_s=sizes.timeout_s)
+    return result
+
+
+async def rabbitmq_restart(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:
+    """The daemon's RabbitMQ connection cut mid-stream for ``amqp_outage_s`` (every connection
+    dropped, new ones refused), as a broker restart looks from the daemon; the broker keeps the
+    messages and requeues the unacknowledged ones.
+
+    recover_s: from the restore to the first acknowledgement after the signal queue is consumed
+    again."""
+    async with chaos_world("rabbitmq-restart", conninfo, log_dir, seed=12) as world:
+        planned = plan_stream("amqp", sizes.signals, world.rng)
+        result.signals = len(planned)
+        await world.start_daemon()
+        world.start_stream(planned, sizes.rate)
+        await world.wait_acked(len(planned) // 3, timeout_s=sizes.timeout_s)
+        subscriptions = world.daemon.count("consuming", queue=SIGNAL_QUEUE)
+        await world.amqp_proxy.cut()
+        await anyio.sleep(sizes.amqp_outage_s)  # the outage
+        world.amqp_proxy.restore()
+        restored = time.monotonic()
+        await world.daemon.wait_until(lambda: world.daemon.count("consuming", queue=SIGNAL_QUEUE) > subscriptions,
+                                      timeout_s=30, what="the signal queue consumed again")  # fmt: skip
+        result.recover_s = await world.next_ack(total=len(planned), since=restored)
+        result.notes["reconnects"] = world.daemon.count("rabbitmq connection lost; reconnecting")
+        await world.finish(planned, result, timeout_s=sizes.timeout_s)
+    return result
+
+
+async def postgres_stop(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:
+    """PostgreSQL unreachable for the daemon mid-stream for ``pg_outage_s`` (connections dropped,
+    new ones refused), as a stopped server looks.
+
+    recover_s: from the restore to the next acknowledgement."""
+    async with chaos_world("postgres-stop", conninfo, log_dir, seed=13) as world:
+        planned = plan_stream("pg", sizes.signals, world.rng)
+        result.signals = len(planned)
+        await world.start_daemon()
+        world.start_stream(planned, sizes.rate)
+        await world.wait_acked(len(planned) // 3, timeout_s=sizes.timeout_s)
+        await world.pg_proxy.cut()
+        await anyio.sleep(sizes.pg_outage_s)  # the outage
+        world.pg_proxy.restore()
+        restored = time.monotonic()
+        result.recover_s = await world.next_ack(total=len(planned), since=restored)
+        await world.finish(planned, result, timeout_s=sizes.timeout_s)
+    return result
+
+
+VENUE_FAULTS = ("lose_response_next", "rate_limit_next", "http_error_next")
+
+
+async def venue_faults(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:
+    """Bursts of venue faults during the stream, one kind after the other: orders executed whose
+    response is lost (the request times out: outcome unknown), 10006 "too many visits" answers,
+    and HTTP 502 answers (every private request they hit: balance, create, lookups).
+
+    recover_s: the longest time from a burst used up (its counter back to 0) to the next
+    acknowledgement."""
+    async with chaos_world("venue-faults", conninfo, log_dir, seed=14) as world:
+        planned = plan_stream("venue", sizes.signals, world.rng)
+        result.signals = len(planned)
+        total = len(planned)
+        await world.start_daemon()
+        world.start_stream(planned, sizes.rate)
+        # The HTTP server reads venue.faults at each request: request faults that say when used up.
+        faults = world.venue.faults = ObservedFaults()
+        steps = [kind for _ in range(sizes.bursts) for kind in VENUE_FAULTS]
+        recoveries: dict[str, float] = {}
+        for index, kind in enumerate(steps, start=1):
+            await world.wait_acked(total * index // (len(steps) + 1), timeout_s=sizes.timeout_s)
+            with anyio.fail_after(sizes.timeout_s):
+                await faults.arm(kind, sizes.burst_length).wait()
+            ended = time.monotonic()
+            took = await world.next_ack(total=total, since=ended)
+            recoveries[kind] = max(recoveries.get(kind, 0.0), took)
+        result.recover_s = max(recoveries.values())
+        result.notes["recover_s_by_fault"] = {k: round(v, 2) for k, v in recoveries.items()}
+        await world.finish(planned, result, timeout_s=sizes.timeout_s)
+    return result
+
+
+async def event_faults(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:
+    """ws-gateway order events duplicated (30 %), dropped (20 %), delayed and reordered for the
+    whole stream. Dropped fills can only come back through the daemon's own periodic sync.
+
+    recover_s: from the faults switched off (stream done, prices frozen) until the database
+    agrees with the venue on every order by the daemon's periodic sync alone."""
+    async with chaos_world("event-faults", conninfo, log_dir, seed=15, market_fill_parts=3) as world:
+        planned = plan_stream("events", sizes.signals, world.rng)
+        result.signals = len(planned)
+        faults = world.venue.faults
+        faults.event_duplicate, faults.event_drop, faults.event_reorder, faults.event_delay_s = 0.3, 0.2, True, 0.002
+        await world.start_daemon()
+        world.start_stream(planned, sizes.rate)
+        await world.publishing_done(sizes.timeout_s)
+        await world.wait_acked(len(planned), timeout_s=sizes.timeout_s)
+        world.stop_prices()
+        faults.event_duplicate, faults.event_drop, faults.event_reorder, faults.event_delay_s = 0.0, 0.0, False, 0.0
+        off = time.monotonic()
+        await poll_until(lambda: orders_agree(world), 30, "the periodic sync bringing every order in line",
+                         every_s=0.1)  # fmt: skip
+        result.recover_s = time.monotonic() - off
+        stats = world.venue.events.stats
+        result.notes["events"] = {"dropped": stats.dropped, "duplicated": stats.duplicated}
+        if not (stats.dropped and stats.duplicated):
+            result.problems.append(f"the event faults did not fire: {stats}")
+        await world.finish(planned, result, timeout_s=sizes.timeout_s)
+    return result
+
+
+async def sigterm(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:
+    """SIGTERM mid-stream: the daemon drains the signals in hand and exits 0 within the drain
+    bound; a restart finishes the rest.
+
+    recover_s: from the restart (process spawned) to its first acknowledgement."""
+    async with chaos_world("sigterm", conninfo, log_dir, seed=16) as world:
+        planned = plan_stream("term", sizes.signals, world.rng)
+        result.signals = len(planned)
+        stopping = await world.start_daemon()
+        world.start_stream(planned, sizes.rate)
+        await world.wait_acked(len(planned) // 2, timeout_s=sizes.timeout_s)
+        stopping.terminate()
+        asked = time.monotonic()
+        bound_s = DRAIN_TIMEOUT_S + FLUSH_BOUND_S + 3.0
+        try:
+            code = await stopping.wait_exit(timeout_s=bound_s)
+        except TimeoutError:
+            code = None
+            result.problems.append(f"no exit within {bound_s}s of SIGTERM")
+            stopping.kill()
+            await stopping.wait_exit()
+        result.notes["exit_s"] = round(time.monotonic() - asked, 2)
+        if code != 0:
+            result.problems.append(f"SIGTERM: exit code {code}, expected 0")
+        in_hand = signal_ids(stopping, "signal received")
+        finished = signal_ids(stopping, "signal acknowledged")
+        stop_at = next((i for i, line in enumerate(stopping.lines) if line.get("message") == "stop requested"), 0)
+        result.notes["acknowledged_while_draining"] = sum(
+            1 for line in stopping.lines[stop_at:] if line.get("message") == "signal acknowledged")
+        if stopping.count("drain timed out; unacknowledged signals return to the queue"):
+            # Allowed (contract §7.12: the drain is bounded; the rest returns to the queue).
+            result.notes["drain"] = "timed out"
+        elif in_hand - finished:
+            result.problems.append(f"SIGTERM: signals in hand not finished before exit: {sorted(in_hand - finished)}")
+        restarted = time.monotonic()
+        await world.start_daemon()
+        result.recover_s = await world.next_ack(total=len(planned), since=restarted)
+        await world.finish(planned, result, timeout_s=sizes.timeout_s)
+    return result
+
+
+def signal_ids(daemon: Daemon, message: str) -> set[str]:
+    return {str(line.get("signal_id")) for line in daemon.lines if line.get("message") == message}
+
+
+def orders_agree(world: ChaosWorld) -> bool:
+    """Every venue order of ours has its row with the venue's status and cumulative fill."""
+    with psycopg.connect(world.conninfo) as conn:
+        mine = {link: (status, filled) for link, status, filled in conn.execute(
+            "SELECT order_link_id, status, filled_quantity FROM orders").fetchall()}  # fmt: skip
+    return all(
+        mine.get(o.order_link_id) == (VENUE_TO_OURS.get(o.status), o.cum_exec_qty)
+        for o in world.venue.engine.orders.values()
+        if o.order_link_id.startswith(OUR_PREFIX)
+    )
