@@ -498,9 +498,12 @@ def _check_exposure(
 
 
 def orders_to_cancel(side: Side, open_orders: Iterable[OpenOrder]) -> list[OpenOrder]:
-    """The orders a new ``side`` signal cancels before placing its own: those on the opposite
-    side that still have something left to fill. Same-side orders stay."""
-    return [o for o in open_orders if o.side is side.opposite and o.remaining > 0]
+    """The orders a new ``side`` signal cancels before placing its own: resting Limit orders on
+    the opposite side that still have something left to fill. Same-side orders stay; Market
+    orders are IOC and never rest (one still open here only awaits its fill report)."""
+    return [
+        o for o in open_orders if o.side is side.opposite and o.order_type is OrderType.LIMIT and o.remaining > 0
+    ]
 
 
 def expired(open_orders: Iterable[OpenOrder], now: datetime, ttl: timedelta) -> list[OpenOrder]:

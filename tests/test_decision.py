@@ -449,7 +449,7 @@ BOOK = (
 )
 
 CANCELS = [
-    pytest.param(BUY, ["sell-limit", "sell-market"], id="buy-cancels-sells"),
+    pytest.param(BUY, ["sell-limit"], id="buy-cancels-resting-sells-not-market-ones"),
     pytest.param(SELL, ["buy-limit", "buy-old"], id="sell-cancels-buys"),
 ]
 
