@@ -32,6 +32,10 @@ test: install services  ## the whole suite against the real PostgreSQL and Rabbi
 chaos: install services  ## the fault suite at full size (make test runs the short one); prints its table
 	ORDERMGR_CHAOS=full $(PY) -m pytest tests/chaos -q -rxX
 
+BENCH_ARGS ?=
+bench: install services  ## ordermgr against the floor consumer: throughput, latency, CPU, RSS (bench/README.md)
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 typecheck: install  ## mypy --strict over the package
 	$(PY) -m mypy
 
