@@ -13,21 +13,18 @@ Everything else is ``python -m ordermgr.paper``: same options, same logging, sam
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 
 import anyio
 
 from bench.listings import bench_listings
-from ordermgr.paper.__main__ import configure_logging, parse_args
+from ordermgr.paper.__main__ import configure_logging, parse_args, serve
 from ordermgr.paper.config import PaperConfig
 from ordermgr.paper.instruments import Listing
 from ordermgr.paper.limits import LimitStatus, RateLimits
 from ordermgr.paper.venue import PaperVenue
 
-log = logging.getLogger("bench.venue")
 
 
 class AdvertisedLimits(RateLimits):
@@ -56,17 +53,6 @@ class BenchVenue(PaperVenue):
             self.limits = AdvertisedLimits(self._advertised_limit)
 
 
-async def serve(config: PaperConfig, extra_symbols: int, advertised_limit: int) -> None:
-    venue = BenchVenue(config, bench_listings(extra_symbols), advertised_limit)
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with anyio.create_task_group() as tg:
-            await tg.start(venue.run)
-            async for received in signals:
-                log.info("stopping on %s", signal.Signals(received).name)
-                tg.cancel_scope.cancel()
-                break
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--extra-symbols", type=int, default=0)
@@ -74,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ours, rest = own.parse_known_args(argv)
     config, level = parse_args(rest)
     configure_logging(level)
-    anyio.run(serve, config, ours.extra_symbols, ours.advertised_limit, backend="asyncio")
+    venue = BenchVenue(config, bench_listings(ours.extra_symbols), ours.advertised_limit)
+    anyio.run(serve, venue, backend="asyncio")
     return 0
 
 

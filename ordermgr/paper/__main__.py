@@ -55,9 +55,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PaperConfig, str]:
     return config, args.log_level
 
 
-async def serve(config: PaperConfig) -> None:
-    """Run the venue; the first SIGTERM or SIGINT stops it cleanly."""
-    venue = PaperVenue(config)
+async def serve(venue: PaperVenue) -> None:
+    """Run ``venue``; the first SIGTERM or SIGINT stops it cleanly."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with anyio.create_task_group() as tg:
             await tg.start(venue.run)
@@ -83,7 +82,7 @@ def configure_logging(level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     config, level = parse_args(argv)
     configure_logging(level)
-    anyio.run(serve, config, backend="asyncio")
+    anyio.run(serve, PaperVenue(config), backend="asyncio")
     return 0
 
 
