@@ -115,12 +115,17 @@ async def migrate_until_done(config: Config, *, max_backoff_s: float = 5.0) -> N
 
 
 async def watch_signals(stop: anyio.Event) -> None:
-    """SIGTERM / SIGINT → begin a graceful stop."""
+    """SIGTERM / SIGINT → begin a graceful stop. The receiver stays open until the process
+    ends: a repeated signal (make, a supervisor or an impatient Ctrl-C sends a second) must
+    not fall through to the default action and kill the drain half way; the drain is bounded."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            log.info("stop requested", extra={"signal": signal.Signals(signum).name})
-            stop.set()
-            return
+            name = signal.Signals(signum).name
+            if stop.is_set():
+                log.warning("stop already in progress; signal ignored", extra={"signal": name})
+            else:
+                log.info("stop requested", extra={"signal": name})
+                stop.set()
 
 
 async def watch_venue(exchange: BybitExchange, state: ServiceState, *, private: bool) -> None:

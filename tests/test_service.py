@@ -137,3 +137,22 @@ def test_bad_configuration_exits_2_with_one_line_per_variable(tmp_path: object) 
         "  RABBITMQ_PORT='y' is invalid: expected an integer from 1 to 65535",
     ]
     assert "do-not-print" not in result.stderr + result.stdout
+
+
+async def test_a_second_sigterm_does_not_cut_the_graceful_stop_short(test_database: str, tmp_path: object) -> None:
+    process = await anyio.open_process(
+        [sys.executable, "-m", "ordermgr"], env=_service_env(), cwd=str(tmp_path), stderr=subprocess.STDOUT
+    )
+    async with process:
+        assert process.stdout is not None
+        messages: list[str] = []
+        with anyio.fail_after(30):
+            async for line in _lines(process.stdout):
+                messages.append(json.loads(line).get("message", ""))
+                if messages[-1] == "ready to take signals":
+                    process.send_signal(signal.SIGTERM)
+                elif messages[-1] == "stop requested":
+                    process.send_signal(signal.SIGTERM)  # as make forwards one more
+        with anyio.fail_after(5):
+            assert await process.wait() == 0
+    assert "stopped" in messages
