@@ -23,7 +23,7 @@ from ordermgr.actors.symbol import SymbolActor
 from ordermgr.actors.sync import SyncService
 from ordermgr.actors.timers import every, snapshot_tick, sync_tick, validation_tick
 from ordermgr.broker import (
-    ORDER_UPDATES_ARGUMENTS, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE, Broker, Delivery, Publisher, consume,
+    ORDER_UPDATES_ARGUMENTS, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE, Broker, Delivery, Publisher, consume, hand_over_to,
 )  # fmt: skip
 from ordermgr.config import Config
 from ordermgr.decision import DecisionSettings
@@ -286,16 +286,10 @@ async def _follow_orders(broker: Broker, supervisor: Supervisor, prefetch: int, 
     """Consume ws-gateway's order events, declared exactly as ws-gateway declares the queue."""
     send, receive = anyio.create_memory_object_stream[Delivery](capacity)
 
-    async def hand_over(delivery: Delivery) -> None:
-        try:
-            send.send_nowait(delivery)
-        except (anyio.WouldBlock, anyio.ClosedResourceError):
-            await delivery.requeue()
-
     with send:
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_order_updates, receive, supervisor)
-            await consume(broker, ORDER_UPDATES_QUEUE, hand_over, prefetch=prefetch, arguments=ORDER_UPDATES_ARGUMENTS)
+            await consume(broker, ORDER_UPDATES_QUEUE, hand_over_to(send), prefetch=prefetch, arguments=ORDER_UPDATES_ARGUMENTS)
 
 
 async def _take_signals(
@@ -311,12 +305,6 @@ async def _take_signals(
     """Consume the signal queue until ``stop``; then stop deliveries and finish the ones in hand."""
     send, receive = anyio.create_memory_object_stream[Delivery](capacity)
 
-    async def hand_over(delivery: Delivery) -> None:
-        try:
-            send.send_nowait(delivery)
-        except (anyio.WouldBlock, anyio.ClosedResourceError):
-            await delivery.requeue()  # intake is full or closing: the broker keeps it for later
-
     async def known_symbols() -> frozenset[str]:
         try:
             instruments = await exchange.instruments()
@@ -329,7 +317,7 @@ async def _take_signals(
     intake_stop = anyio.Event()
     with send:  # closed however we leave, so nothing is left dangling
         async with anyio.create_task_group() as intake:
-            intake.start_soon(lambda: consume(broker, SIGNAL_QUEUE, hand_over, prefetch=config.prefetch, stop=intake_stop))
+            intake.start_soon(lambda: consume(broker, SIGNAL_QUEUE, hand_over_to(send), prefetch=config.prefetch, stop=intake_stop))
             intake.start_soon(lambda: run_intake(
                 receive, supervisor, store, known_symbols, wakeup.notify, max_age_s=config.signal_max_age_s))  # fmt: skip
             await stop.wait()

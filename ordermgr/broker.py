@@ -15,6 +15,7 @@ import aiormq.abc
 import anyio
 import attrs
 from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
 from pamqp import commands as spec
 
 from ordermgr.errors import BrokerUnavailable
@@ -174,6 +175,19 @@ async def _until_closed_or_stopped(channel: aiormq.abc.AbstractChannel, stop: an
 
         tg.start_soon(closed)
         tg.start_soon(stopped)
+
+
+def hand_over_to(send: MemoryObjectSendStream[Delivery]) -> Callable[[Delivery], Awaitable[None]]:
+    """A ``consume`` callback that passes each delivery to ``send`` without waiting; when the
+    stream is full or closing the delivery is requeued, so the broker keeps it for later."""
+
+    async def hand_over(delivery: Delivery) -> None:
+        try:
+            send.send_nowait(delivery)
+        except (anyio.WouldBlock, anyio.ClosedResourceError):
+            await delivery.requeue()
+
+    return hand_over
 
 
 def _wrap(message: aiormq.abc.DeliveredMessage) -> Delivery:

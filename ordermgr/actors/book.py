@@ -90,7 +90,7 @@ class SymbolBook:
 
     async def settle(self, record: OrderRecord, outcome: WriteOutcome, *, settle_signal: bool) -> None:
         """Commit what the venue said to our create request for ``record``."""
-        context = _context(record)
+        context = record_context(record)
         match outcome:
             case Accepted(order_id=order_id):
                 log.info("order acknowledged", extra={**context, "order_id": order_id})
@@ -109,7 +109,7 @@ class SymbolBook:
 
     async def reject(self, record: OrderRecord, reason: str, *, settle_signal: bool = True) -> None:
         code, _, message = reason.partition(": ")
-        log.warning("order rejected", extra={**_context(record), "code": code, "reason": message})
+        log.warning("order rejected", extra={**record_context(record), "code": code, "reason": message})
         await self._commit(record, orders.reject(_state(record), reason), "placement", settle_signal)
 
     async def apply(self, record: OrderRecord, update: VenueOrder, source: str) -> bool:
@@ -137,7 +137,7 @@ class SymbolBook:
         await until_stored(self._deps.store.record_order, updated, events, fill=fill, position=position,
                            settle_signal=settle_signal and record.status == "submitting")  # fmt: skip
         if fill is not None:
-            log.info("fill applied", extra={**_context(record), "quantity": text(fill.quantity),
+            log.info("fill applied", extra={**record_context(record), "quantity": text(fill.quantity),
                                             "price": text(fill.price), "fee": text(fill.fee),
                                             "position_size": text(self.position.size), "source": source})  # fmt: skip
         self._count(record.status, updated.status)
@@ -218,7 +218,7 @@ class SymbolBook:
         if age > timedelta(seconds=self._deps.resubmit_window_s):
             await self.reject(record, "not_received_by_venue: the venue never received this order")
             return True
-        log.info("resending an intent the venue never received", extra=_context(record))
+        log.info("resending an intent the venue never received", extra=record_context(record))
         await self.settle(record, await self._deps.venue.place_order(request_of(record)), settle_signal=True)
         return True
 
@@ -238,14 +238,14 @@ class SymbolBook:
         record = self.open.get(order_link_id)
         if record is None:
             return SyncResult()
-        log.info("cancel requested", extra={**_context(record), "outcome": type(outcome).__name__})
+        log.info("cancel requested", extra={**record_context(record), "outcome": type(outcome).__name__})
         return await self._sync_one(record, None)
 
     async def adopt(self, update: VenueOrder, signal_id: str) -> bool:
         """Take in an order with our prefix that the venue has and we do not (lessons §2, §16)."""
         record = _adopted_record(update, signal_id, self._deps.now())
         await until_stored(self._deps.store.adopt_order, record)
-        log.warning("venue order adopted", extra={**_context(record), "order_id": update.order_id})
+        log.warning("venue order adopted", extra={**record_context(record), "order_id": update.order_id})
         return await self.apply(record, update, "adoption")
 
     # --- positions ----------------------------------------------------------------------------
@@ -359,6 +359,6 @@ def _close(a: Decimal, b: Decimal) -> bool:
     return a == b or abs(a - b) <= PRICE_TOLERANCE * max(abs(a), abs(b))
 
 
-def _context(record: OrderRecord) -> dict[str, Any]:
+def record_context(record: OrderRecord) -> dict[str, Any]:
     return {"trace_id": record.trace_id, "signal_id": record.signal_id, "asset": record.asset,
             "order_link_id": record.order_link_id}  # fmt: skip

@@ -21,7 +21,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ordermgr import decision, failpoints
-from ordermgr.actors.book import SymbolBook, SyncResult, open_view, request_of
+from ordermgr.actors.book import SymbolBook, SyncResult, open_view, record_context, request_of
 from ordermgr.actors.deps import ActorDeps
 from ordermgr.errors import VenueAuthError, VenueUnavailable
 from ordermgr.events import order_event
@@ -230,7 +230,7 @@ class SymbolActor:
         """Send each intent and commit the venue's answer; the last commit settles the signal."""
         outcomes = []
         for index, record in enumerate(records):
-            log.info("order sent", extra={**_record_context(record), **_order_context(record)})
+            log.info("order sent", extra={**record_context(record), **_order_context(record)})
             outcome = await self._deps.venue.place_order(request_of(record))
             failpoints.hit(failpoints.AFTER_VENUE_CALL)
             await self.book.settle(record, outcome, settle_signal=index == len(records) - 1)
@@ -290,10 +290,6 @@ def _decision_log(chosen: decision.Plan) -> dict[str, Any]:
 
 def _context(signal: Signal) -> dict[str, Any]:
     return {"trace_id": signal.trace_id, "signal_id": signal.signal_id, "asset": signal.asset}
-
-
-def _record_context(record: OrderRecord) -> dict[str, Any]:
-    return {"trace_id": record.trace_id, "signal_id": record.signal_id, "asset": record.asset}
 
 
 def _order_context(record: OrderRecord) -> dict[str, Any]:
