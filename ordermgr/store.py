@@ -45,7 +45,9 @@ class PgStore:
             max_size=max_size,
             timeout=timeout_s,
             name="ordermgr",
-            kwargs={"row_factory": dict_row},
+            # Autocommit: a single statement is its own transaction, one round trip instead of
+            # three (BEGIN, statement, COMMIT). The hot writes are single statements.
+            kwargs={"row_factory": dict_row, "autocommit": True},
         )
 
     @property
@@ -78,19 +80,29 @@ class PgStore:
 
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """One transaction on a pooled connection; connection trouble → StoreUnavailable."""
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection for single statements; connection trouble → StoreUnavailable."""
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._pool.connection() as conn:
                 yield conn
         except psycopg.OperationalError as exc:  # includes the pool's PoolTimeout
             raise unavailable(exc) from exc
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """Several statements in one transaction (rare paths: snapshots, discrepancies)."""
+        async with self._connection() as conn:
+            try:
+                async with conn.transaction():
+                    yield conn
+            except psycopg.OperationalError as exc:
+                raise unavailable(exc) from exc
 
     # --- signals ---------------------------------------------------------------------------
 
     async def begin_signal(self, signal: Signal, body_size: int) -> SignalRecord:
         """Store the signal on its first delivery, count a repeat otherwise; tell what is known."""
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute(
                 """
                 INSERT INTO signals (signal_id, status, raw_payload, body_size, signal_type, asset, amount,
@@ -110,34 +122,43 @@ class PgStore:
     async def record_invalid(self, invalid: InvalidSignal, event: OrderEvent) -> None:
         """Store a message that is not a usable signal, with its reasons, and its answer."""
         details = [attrs.asdict(problem) for problem in invalid.problems]
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             await conn.execute(
-                """
-                INSERT INTO signals (signal_id, status, raw_payload, raw_text, body_size, asset, rejection_code,
-                                     rejection_message, rejection_details, trace_id, processed_at)
-                VALUES (%s, 'invalid', %s, %s, %s, %s, %s, %s, %s, %s, now())
-                ON CONFLICT (signal_id) DO UPDATE SET deliveries = signals.deliveries + 1
+                f"""
+                WITH stored AS (
+                    INSERT INTO signals (signal_id, status, raw_payload, raw_text, body_size, asset, rejection_code,
+                                         rejection_message, rejection_details, trace_id, processed_at)
+                    VALUES (%(signal_id)s, 'invalid', %(payload)s, %(raw_text)s, %(body_size)s, %(asset)s, %(code)s,
+                            %(message)s, %(details)s, %(trace_id)s, now())
+                    ON CONFLICT (signal_id) DO UPDATE SET deliveries = signals.deliveries + 1
+                ), {_EVENTS_CTE}
+                SELECT 1
                 """,
-                (invalid.signal_id, _jsonb(invalid.payload) if invalid.payload is not None else None,
-                 None if invalid.payload is not None else invalid.raw_text, invalid.body_size, invalid.asset,
-                 invalid.code, invalid.message, _jsonb(details), invalid.trace_id),
+                {"signal_id": invalid.signal_id, "body_size": invalid.body_size, "asset": invalid.asset,
+                 "payload": _jsonb(invalid.payload) if invalid.payload is not None else None,
+                 "raw_text": None if invalid.payload is not None else invalid.raw_text, "code": invalid.code,
+                 "message": invalid.message, "details": _jsonb(details), "trace_id": invalid.trace_id,
+                 "events": _events(event)},
             )  # fmt: skip
-            await _insert_events(conn, [event])
 
     async def record_refusal(
         self, signal: Signal, attempt: int, code: str, message: str, details: object, event: OrderEvent
     ) -> None:
         """The signal was evaluated and refused before any order existed."""
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             await conn.execute(
-                """
-                UPDATE signals SET status = 'rejected', attempts = %s, rejection_code = %s, rejection_message = %s,
-                       rejection_details = %s, raw_payload = %s, processed_at = now()
-                WHERE signal_id = %s
+                f"""
+                WITH refused AS (
+                    UPDATE signals SET status = 'rejected', attempts = %(attempt)s, rejection_code = %(code)s,
+                           rejection_message = %(message)s, rejection_details = %(details)s,
+                           raw_payload = %(payload)s, processed_at = now()
+                    WHERE signal_id = %(signal_id)s
+                ), {_EVENTS_CTE}
+                SELECT 1
                 """,
-                (attempt, code, message, _jsonb(details), _jsonb(signal.payload), signal.signal_id),
-            )
-            await _insert_events(conn, [event])
+                {"attempt": attempt, "code": code, "message": message, "details": _jsonb(details),
+                 "payload": _jsonb(signal.payload), "signal_id": signal.signal_id, "events": _events(event)},
+            )  # fmt: skip
 
     async def record_intents(
         self,
@@ -151,32 +172,41 @@ class PgStore:
         events: Sequence[OrderEvent] = (),
     ) -> None:
         """Write-ahead: the orders (and their links to the signal) are committed before the venue
-        is called, so a crash at any later instant leaves a record to reconcile."""
-        async with self._transaction() as conn:
+        is called, so a crash at any later instant leaves a record to reconcile. One statement:
+        one round trip, one transaction. Safe to redo after a lost answer (ON CONFLICT)."""
+        relationships = [
+            {"order_id": order.id, "relationship_type": kind, "execution_sequence": sequence,
+             "allocation_amount": amount, "allocation_quantity": quantity}
+            for order, (kind, sequence, amount, quantity) in zip(orders, allocations)
+        ]  # fmt: skip
+        async with self._connection() as conn:
             await conn.execute(
-                """
-                UPDATE signals SET status = %s, attempts = %s, decision = %s, raw_payload = %s,
-                       rejection_code = NULL, rejection_message = NULL, rejection_details = NULL,
-                       processed_at = CASE WHEN %s = 'accepted' THEN now() END
-                WHERE signal_id = %s
-                """,
-                (signal_status, attempt, _jsonb(decision), _jsonb(signal.payload), signal_status, signal.signal_id),
-            )
-            async with conn.cursor() as cursor:
-                await cursor.executemany(
-                    f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({', '.join(['%s'] * len(_ORDER_FIELDS))})"
-                    " ON CONFLICT (order_link_id) DO NOTHING",  # a redo after a lost COMMIT answer
-                    [attrs.astuple(order, recurse=False) for order in orders],
-                )
-                await cursor.executemany(
-                    """
+                f"""
+                WITH decided AS (
+                    UPDATE signals SET status = %(status)s, attempts = %(attempt)s, decision = %(decision)s,
+                           raw_payload = %(payload)s, rejection_code = NULL, rejection_message = NULL,
+                           rejection_details = NULL, processed_at = CASE WHEN %(status)s = 'accepted' THEN now() END
+                    WHERE signal_id = %(signal_id)s
+                ), intents AS (
+                    INSERT INTO orders ({_ORDER_COLUMNS})
+                    SELECT {_ORDER_COLUMNS} FROM jsonb_populate_recordset(NULL::orders, %(orders)s)
+                    ON CONFLICT (order_link_id) DO NOTHING
+                ), links AS (
                     INSERT INTO signal_order_relationships (signal_id, order_id, relationship_type,
                            execution_sequence, allocation_amount, allocation_quantity)
-                    VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (order_id) DO NOTHING
-                    """,
-                    [(signal.signal_id, order.id, *allocation) for order, allocation in zip(orders, allocations)],
-                )
-            await _insert_events(conn, events)
+                    SELECT %(signal_id)s, order_id, relationship_type, execution_sequence, allocation_amount,
+                           allocation_quantity
+                    FROM jsonb_to_recordset(%(relationships)s) AS r(order_id uuid, relationship_type text,
+                         execution_sequence integer, allocation_amount numeric, allocation_quantity numeric)
+                    ON CONFLICT (order_id) DO NOTHING
+                ), {_EVENTS_CTE}
+                SELECT 1
+                """,
+                {"status": signal_status, "attempt": attempt, "decision": _jsonb(decision),
+                 "payload": _jsonb(signal.payload), "signal_id": signal.signal_id,
+                 "orders": _jsonb([attrs.asdict(order, recurse=False) for order in orders]),
+                 "relationships": _jsonb(relationships), "events": _events(*events)},
+            )  # fmt: skip
 
     async def record_order(
         self,
@@ -187,37 +217,45 @@ class PgStore:
         fill: FillRecord | None = None,
         position: Position | None = None,
     ) -> None:
-        """Commit an order's new state with what it causes, in one transaction: the events, the
-        signal's status (``settle_signal``: derived from all its orders), the fill delta and the
-        position it moved. One transaction is what makes each fill reach the position once."""
-        async with self._transaction() as conn:
+        """Commit an order's new state with what it causes, in one statement (so one transaction
+        and one round trip): the events, the signal's status (``settle_signal``: derived from all
+        its orders), the fill delta and the position it moved. One transaction is what makes each
+        fill reach the position once."""
+        fills = [] if fill is None else [{
+            "order_uuid": order.id, "signal_id": order.signal_id, "asset": order.asset, "side": order.side,
+            "quantity": fill.quantity, "value": fill.value, "price": fill.price, "fee": fill.fee,
+            "source": fill.source, "venue_time_ms": fill.venue_time_ms, "fill_id": fill.fill_id,
+        }]  # fmt: skip
+        async with self._connection() as conn:
             await conn.execute(
-                """
-                UPDATE orders SET order_id = %s, status = %s, filled_quantity = %s, filled_value = %s,
-                       average_price = %s, fees = %s, executed_at = %s, rejection_reason = %s,
-                       updated_at = %s, venue_updated_ms = %s, quantity = %s, price = %s
-                WHERE id = %s
+                f"""
+                WITH merged AS (
+                    UPDATE orders SET order_id = %(order_id)s, status = %(status)s,
+                           filled_quantity = %(filled_quantity)s, filled_value = %(filled_value)s,
+                           average_price = %(average_price)s, fees = %(fees)s, executed_at = %(executed_at)s,
+                           rejection_reason = %(rejection_reason)s, updated_at = %(updated_at)s,
+                           venue_updated_ms = %(venue_updated_ms)s, quantity = %(quantity)s, price = %(price)s
+                    WHERE id = %(id)s
+                ), settled AS (
+                    {_SETTLE_SIGNAL}
+                ), fills AS (
+                    INSERT INTO order_fills (order_uuid, signal_id, asset, side, quantity, value, price, fee, source,
+                                             venue_time_ms, fill_id)
+                    SELECT order_uuid, signal_id, asset, side, quantity, value, price, fee, source, venue_time_ms,
+                           fill_id
+                    FROM jsonb_populate_recordset(NULL::order_fills, %(fills)s)
+                    ON CONFLICT (fill_id) DO NOTHING
+                ), moved AS (
+                    {_UPSERT_POSITION}
+                ), {_EVENTS_CTE}
+                SELECT 1
                 """,
-                (order.order_id, order.status, order.filled_quantity, order.filled_value, order.average_price,
-                 order.fees, order.executed_at, order.rejection_reason, order.updated_at, order.venue_updated_ms,
-                 order.quantity, order.price, order.id),
+                {**_order_update(order), "settle": settle_signal, "fills": _jsonb(fills),
+                 **_position_params(position), "events": _events(*events)},
             )  # fmt: skip
-            if settle_signal:
-                await _settle_signal(conn, order.signal_id)
-            if fill is not None:
-                await conn.execute(
-                    "INSERT INTO order_fills (order_uuid, signal_id, asset, side, quantity, value, price, fee, source,"
-                    " venue_time_ms, fill_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                    " ON CONFLICT (fill_id) DO NOTHING",
-                    (order.id, order.signal_id, order.asset, order.side, fill.quantity, fill.value, fill.price,
-                     fill.fee, fill.source, fill.venue_time_ms, fill.fill_id),
-                )  # fmt: skip
-            if position is not None:
-                await _upsert_position(conn, position)
-            await _insert_events(conn, events)
 
     async def order_by_link_id(self, order_link_id: str) -> OrderRecord | None:
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_link_id = %s", (order_link_id,))
             row = await cursor.fetchone()
         return _order(row) if row else None
@@ -225,7 +263,7 @@ class PgStore:
     async def adopt_order(self, order: OrderRecord) -> None:
         """Record an order found on the venue with our prefix but unknown here (a crash between
         the venue call and the intent commit of an older version, or a lost database write)."""
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             await conn.execute(
                 f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({', '.join(['%s'] * len(_ORDER_FIELDS))})"
                 " ON CONFLICT (order_link_id) DO NOTHING",
@@ -233,21 +271,21 @@ class PgStore:
             )
 
     async def signal_for_link_key(self, link_key: str) -> str | None:
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute("SELECT signal_id FROM signals WHERE link_key = %s LIMIT 1", (link_key,))
             row = await cursor.fetchone()
         return row["signal_id"] if row else None
 
     async def signal_payload(self, signal_id: str) -> dict[str, Any] | None:
         """The stored signal, for the ``signal`` part of later order events."""
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute("SELECT raw_payload FROM signals WHERE signal_id = %s", (signal_id,))
             row = await cursor.fetchone()
         return row["raw_payload"] if row else None
 
     async def fills(self, asset: str) -> list[FillRecord]:
         """Every fill of ``asset`` in the order the venue made them."""
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute(
                 "SELECT quantity, value, price, fee, source, venue_time_ms, side FROM order_fills"
                 " WHERE asset = %s ORDER BY venue_time_ms, id",
@@ -256,7 +294,7 @@ class PgStore:
             return [FillRecord(**row) for row in await cursor.fetchall()]
 
     async def last_fill_ms(self, asset: str) -> int:
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute("SELECT max(venue_time_ms) AS t FROM order_fills WHERE asset = %s", (asset,))
             row = await cursor.fetchone()
         return int(row["t"]) if row and row["t"] is not None else 0
@@ -264,7 +302,7 @@ class PgStore:
     # --- positions -------------------------------------------------------------------------
 
     async def load_position(self, asset: str) -> Position | None:
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute(
                 "SELECT asset, size, average_entry_price, realized_pnl, fees, last_price FROM positions"
                 " WHERE asset = %s AND mode = %s",
@@ -275,12 +313,12 @@ class PgStore:
 
     async def position_assets(self) -> list[str]:
         """Assets with a non-zero position: their actors start at boot (contract §1)."""
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute("SELECT asset FROM positions WHERE size <> 0 ORDER BY asset")
             return [row["asset"] for row in await cursor.fetchall()]
 
     async def save_position(self, position: Position) -> None:
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             await _upsert_position(conn, position)
 
     async def record_snapshot(self, position: Position) -> None:
@@ -314,7 +352,7 @@ class PgStore:
             await _upsert_position(conn, venue)
 
     async def orders_for_signal(self, signal_id: str) -> list[OrderRecord]:
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute(
                 f"SELECT {_ORDER_COLUMNS} FROM orders WHERE signal_id = %s ORDER BY order_link_id", (signal_id,)
             )
@@ -322,7 +360,7 @@ class PgStore:
 
     async def active_orders(self, asset: str | None = None) -> list[OrderRecord]:
         """Orders not yet final (submitting, pending, partially_filled), oldest first."""
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute(
                 f"SELECT {_ORDER_COLUMNS} FROM orders WHERE status IN ('submitting', 'pending', 'partially_filled')"
                 " AND (%s::text IS NULL OR asset = %s) ORDER BY created_at, order_link_id",
@@ -333,7 +371,7 @@ class PgStore:
     # --- outbox ----------------------------------------------------------------------------
 
     async def unpublished_events(self, limit: int = 100) -> list[OutboxRow]:
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute(
                 "SELECT seq, event_id, trace_id, body::text AS body FROM order_events_outbox"
                 " WHERE published_at IS NULL ORDER BY seq LIMIT %s",
@@ -342,55 +380,76 @@ class PgStore:
             return [OutboxRow(r["seq"], r["event_id"], r["trace_id"], r["body"].encode()) for r in await cursor.fetchall()]
 
     async def mark_published(self, seqs: Sequence[int]) -> None:
-        async with self._transaction() as conn:
+        async with self._connection() as conn:
             await conn.execute("UPDATE order_events_outbox SET published_at = now() WHERE seq = ANY(%s)", (list(seqs),))
 
 
-async def _settle_signal(conn: psycopg.AsyncConnection[Any], signal_id: str) -> None:
-    """A signal is processing while any of its orders awaits the venue's word, rejected when
-    every order was, accepted once any reached the venue."""
-    await conn.execute(
-        """
-        UPDATE signals SET status = derived.status, processed_at = now()
-        FROM (SELECT CASE WHEN bool_or(status = 'submitting') THEN 'processing'
-                          WHEN bool_and(status = 'rejected') THEN 'rejected'
-                          ELSE 'accepted' END AS status
-              FROM orders WHERE signal_id = %s) AS derived
-        WHERE signals.signal_id = %s AND derived.status IS NOT NULL
-        """,
-        (signal_id, signal_id),
-    )
+# Parts of single-statement writes (data-modifying WITH clauses). Every part sees the database as
+# it was before the statement, so the signal's settled status substitutes this order's new status.
+_SETTLE_SIGNAL = """
+    UPDATE signals SET status = derived.status, processed_at = now()
+    FROM (SELECT CASE WHEN bool_or(status = 'submitting') THEN 'processing'
+                      WHEN bool_and(status = 'rejected') THEN 'rejected'
+                      ELSE 'accepted' END AS status
+          FROM (SELECT CASE WHEN id = %(id)s THEN %(status)s ELSE status END AS status
+                FROM orders WHERE signal_id = %(signal_id)s) AS latest) AS derived
+    WHERE %(settle)s AND signals.signal_id = %(signal_id)s AND derived.status IS NOT NULL
+"""
+
+_UPSERT_POSITION = """
+    INSERT INTO positions (asset, mode, size, average_entry_price, realized_pnl, unrealized_pnl, fees, last_price,
+                           last_updated)
+    SELECT %(p_asset)s::text, %(p_mode)s::text, %(p_size)s::numeric, %(p_average_entry_price)s::numeric,
+           %(p_realized_pnl)s::numeric, %(p_unrealized_pnl)s::numeric, %(p_fees)s::numeric,
+           %(p_last_price)s::numeric, now()
+    WHERE %(has_position)s
+    ON CONFLICT (asset, mode) DO UPDATE SET size = EXCLUDED.size,
+        average_entry_price = EXCLUDED.average_entry_price, realized_pnl = EXCLUDED.realized_pnl,
+        unrealized_pnl = EXCLUDED.unrealized_pnl, fees = EXCLUDED.fees, last_price = EXCLUDED.last_price,
+        last_updated = now()
+"""
+
+# Events keep their list order in the outbox's seq, which is the order they are published in.
+_EVENTS_CTE = """outbox AS (
+    INSERT INTO order_events_outbox (event_id, event_type, signal_id, order_uuid, trace_id, body)
+    SELECT event_id, event_type, signal_id, order_uuid, trace_id, body
+    FROM ROWS FROM (jsonb_to_recordset(%(events)s)
+                    AS (event_id uuid, event_type text, signal_id text, order_uuid uuid, trace_id text, body jsonb))
+         WITH ORDINALITY AS e(event_id, event_type, signal_id, order_uuid, trace_id, body, n)
+    ORDER BY n
+    ON CONFLICT (event_id) DO NOTHING
+)"""
 
 
 async def _upsert_position(conn: psycopg.AsyncConnection[Any], position: Position) -> None:
-    await conn.execute(
-        """
-        INSERT INTO positions (asset, mode, size, average_entry_price, realized_pnl, unrealized_pnl, fees,
-                               last_price, last_updated)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())
-        ON CONFLICT (asset, mode) DO UPDATE SET size = EXCLUDED.size,
-            average_entry_price = EXCLUDED.average_entry_price, realized_pnl = EXCLUDED.realized_pnl,
-            unrealized_pnl = EXCLUDED.unrealized_pnl, fees = EXCLUDED.fees, last_price = EXCLUDED.last_price,
-            last_updated = now()
-        """,
-        (position.asset, POSITION_MODE, position.size, position.average_entry_price, position.realized_pnl,
-         _unrealized(position), position.fees, position.last_price),
-    )  # fmt: skip
+    await conn.execute(_UPSERT_POSITION, _position_params(position))
+
+
+def _position_params(position: Position | None) -> dict[str, Any]:
+    if position is None:
+        return {"has_position": False, **dict.fromkeys(_POSITION_PARAMS)}
+    return {
+        "has_position": True, "p_asset": position.asset, "p_mode": POSITION_MODE, "p_size": position.size,
+        "p_average_entry_price": position.average_entry_price, "p_realized_pnl": position.realized_pnl,
+        "p_unrealized_pnl": _unrealized(position), "p_fees": position.fees, "p_last_price": position.last_price,
+    }  # fmt: skip
+
+
+_POSITION_PARAMS = ("p_asset", "p_mode", "p_size", "p_average_entry_price", "p_realized_pnl", "p_unrealized_pnl",
+                    "p_fees", "p_last_price")  # fmt: skip
 
 
 def _unrealized(position: Position) -> Decimal:
     return unrealized_pnl(position, position.last_price) if position.last_price is not None else Decimal(0)
 
 
-async def _insert_events(conn: psycopg.AsyncConnection[Any], events: Sequence[OrderEvent]) -> None:
-    if not events:
-        return
-    async with conn.cursor() as cursor:
-        await cursor.executemany(
-            "INSERT INTO order_events_outbox (event_id, event_type, signal_id, order_uuid, trace_id, body)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
-            [(e.event_id, e.event_type, e.signal_id, e.order_uuid, e.trace_id, _jsonb(e.body)) for e in events],
-        )
+def _events(*events: OrderEvent) -> Jsonb:
+    return _jsonb([{"event_id": e.event_id, "event_type": e.event_type, "signal_id": e.signal_id,
+                    "order_uuid": e.order_uuid, "trace_id": e.trace_id, "body": e.body} for e in events])  # fmt: skip
+
+
+def _order_update(order: OrderRecord) -> dict[str, Any]:
+    return attrs.asdict(order, recurse=False)
 
 
 def unavailable(exc: psycopg.Error) -> StoreUnavailable:
