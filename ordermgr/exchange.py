@@ -26,6 +26,7 @@ from ordermgr.bybit_wire import (
     parse_wallet_available,
 )
 from ordermgr.errors import VenueAuthError, VenueUnavailable
+from ordermgr.tickers import FreshTickers
 from ordermgr.model import (
     Accepted,
     Instrument,
@@ -89,6 +90,7 @@ class BybitExchange:
         self._balances: dict[str, tuple[float, Decimal]] = {}  # coin → (expires at, available)
         self._balance_generation = 0
         self._balance_after_fill_s = balance_after_fill_s  # how long a pre-fill balance may still serve
+        self._tickers = FreshTickers(self._fetch_tickers)
 
     # ----------------------------------------------------------------- reads
 
@@ -112,11 +114,15 @@ class BybitExchange:
         return (await self.instruments()).get(symbol)
 
     async def ticker(self, symbol: str) -> Ticker:
-        result = await self._client.read("get_tickers", category=self._category, symbol=symbol)
-        items = result.get("list") or []
-        if not items:
-            raise VenueUnavailable(f"Bybit returned no ticker for {symbol}")
-        return parse_ticker(items[0])
+        """The venue's ticker, read after this call began; concurrent calls share requests."""
+        return await self._tickers.get(symbol)
+
+    async def _fetch_tickers(self, symbols: frozenset[str]) -> dict[str, Ticker]:
+        """One symbol: ask for it. Several: one request for the category's whole list."""
+        only = {"symbol": next(iter(symbols))} if len(symbols) == 1 else {}
+        result = await self._client.read("get_tickers", category=self._category, **only)
+        items = [item for item in result.get("list") or [] if item.get("symbol") in symbols]
+        return {ticker.symbol: ticker for ticker in map(parse_ticker, items)}
 
     async def available_balance(self, coin: str = "USDT") -> Decimal:
         """Available ``coin``, cached for ``balance_ttl_s`` (see :meth:`invalidate_balance`)."""

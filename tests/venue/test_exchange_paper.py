@@ -271,3 +271,24 @@ async def test_10002_resyncs_the_clock_and_retries(venue: PaperVenue, exchange: 
     stats = exchange.statistics()
     assert stats.retries == 1 and stats.requests == sent + 3  # create, time, create
     assert venue_orders(venue, "clock-1") == [outcome.order_id]
+
+
+async def test_concurrent_ticker_reads_share_requests_and_each_gets_its_own_symbol(
+    venue: PaperVenue, exchange: BybitExchange
+) -> None:
+    prices = {BTC: Decimal("65000"), "ETHUSDT": Decimal("3100"), "SOLUSDT": Decimal("150")}
+    for symbol, price in prices.items():
+        venue.set_price(symbol, price)
+    got: dict[str, Decimal] = {}
+
+    async def read(symbol: str) -> None:
+        got[symbol] = (await exchange.ticker(symbol)).last_price
+
+    sent = exchange.statistics().requests
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for symbol in prices:
+                tg.start_soon(read, symbol)
+    assert got == prices
+    # All three asked before a request left: one request for the whole list serves them.
+    assert exchange.statistics().requests - sent == 1
