@@ -35,6 +35,9 @@ ORDER_UPDATES_ARGUMENTS: Mapping[str, Any] = {
 _AMQP_ERRORS = (
     aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError, OSError, TimeoutError,
 )
+# aiormq's handshake raises StopAsyncIteration when the server has already closed the socket
+# (FrameReceiver.get_frame at EOF): seen while RabbitMQ restarts.
+_CONNECT_ERRORS = (*_AMQP_ERRORS, StopAsyncIteration)
 
 
 @attrs.frozen
@@ -90,10 +93,10 @@ class Broker:
             while True:
                 try:
                     self._connection = await aiormq.connect(self._url)
-                except _AMQP_ERRORS as exc:
+                except _CONNECT_ERRORS as exc:
                     failures += 1
                     if failures == 1:
-                        log.error("rabbitmq unavailable; retrying", extra={"error": str(exc)})
+                        log.error("rabbitmq unavailable; retrying", extra={"error": str(exc) or type(exc).__name__})
                     await anyio.sleep(min(self._max_backoff_s, 0.2 * 2**failures))
                     continue
                 failures = 0
