@@ -100,24 +100,17 @@ class PgStore:
 
     # --- signals ---------------------------------------------------------------------------
 
-    async def begin_signal(self, signal: Signal, body_size: int) -> SignalRecord:
+    async def begin_signal(self, signal: Signal, body_size: int, *, count_delivery: bool = True) -> SignalRecord:
         """Store the signal on its first delivery, count a repeat otherwise; tell what is known."""
         async with self._connection() as conn:
             cursor = await conn.execute(
-                """
-                INSERT INTO signals (signal_id, status, raw_payload, body_size, signal_type, asset, amount,
-                                     confidence, signal_timestamp, strategy_id, is_warmup, trace_id, link_key)
-                VALUES (%s, 'received', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (signal_id) DO UPDATE SET deliveries = signals.deliveries + 1
-                RETURNING status, attempts, deliveries, (xmax = 0) AS is_new
-                """,
-                (signal.signal_id, _jsonb(signal.payload), body_size, signal.side.value.lower(), signal.asset,
-                 signal.amount, signal.confidence, signal.timestamp, signal.strategy_id, signal.is_warmup,
-                 signal.trace_id, link_key(signal.signal_id)),
+                f"WITH {_NEW_SIGNAL} SELECT status, attempts, deliveries, applies FROM signal_row",
+                {**_new_signal_params(signal, body_size), "status": "received", "attempt": 0, "decision": None,
+                 "code": None, "message": None, "details": None, "count": int(count_delivery)},
             )  # fmt: skip
             row = await cursor.fetchone()
         assert row is not None
-        return SignalRecord(signal.signal_id, row["status"], row["attempts"], row["deliveries"], row["is_new"])
+        return SignalRecord(signal.signal_id, row["status"], row["attempts"], row["deliveries"], row["applies"])
 
     async def record_invalid(self, invalid: InvalidSignal, event: OrderEvent) -> None:
         """Store a message that is not a usable signal, with its reasons, and its answer."""
@@ -141,72 +134,49 @@ class PgStore:
                  "events": _events(event)},
             )  # fmt: skip
 
-    async def record_refusal(
-        self, signal: Signal, attempt: int, code: str, message: str, details: object, event: OrderEvent
-    ) -> None:
-        """The signal was evaluated and refused before any order existed."""
-        async with self._connection() as conn:
-            await conn.execute(
-                f"""
-                WITH refused AS (
-                    UPDATE signals SET status = 'rejected', attempts = %(attempt)s, rejection_code = %(code)s,
-                           rejection_message = %(message)s, rejection_details = %(details)s,
-                           raw_payload = %(payload)s, processed_at = now()
-                    WHERE signal_id = %(signal_id)s
-                ), {_EVENTS_CTE}
-                SELECT 1
-                """,
-                {"attempt": attempt, "code": code, "message": message, "details": _jsonb(details),
-                 "payload": _jsonb(signal.payload), "signal_id": signal.signal_id, "events": _events(event)},
-            )  # fmt: skip
-
-    async def record_intents(
+    async def record_decision(
         self,
         signal: Signal,
         attempt: int,
-        decision: object,
-        orders: Sequence[OrderRecord],
-        allocations: Sequence[tuple[str, int, object, object]],
         *,
-        signal_status: str,
+        status: str,
+        decision: object = None,
+        rejection: tuple[str, str, object] | None = None,
+        orders: Sequence[OrderRecord] = (),
+        allocations: Sequence[tuple[str, int, object, object]] = (),
         events: Sequence[OrderEvent] = (),
-    ) -> None:
-        """Write-ahead: the orders (and their links to the signal) are committed before the venue
-        is called, so a crash at any later instant leaves a record to reconcile. One statement:
-        one round trip, one transaction. Safe to redo after a lost answer (ON CONFLICT)."""
+        first_delivery_size: int | None = None,
+    ) -> SignalRecord | None:
+        """Commit an evaluation in one statement: the signal's status with its decision or its
+        rejection, the order intents and their links (write-ahead: committed before the venue is
+        called, so a crash at any later instant leaves a record to reconcile) and the events.
+
+        With ``first_delivery_size`` the signal is stored by this same statement when it is new,
+        so a new signal costs one round trip. If it turns out to be known already, only its
+        delivery is counted and what is known is returned: the caller takes the repeat path.
+        Safe to redo after a lost answer (ON CONFLICT everywhere)."""
+        code, message, details = rejection if rejection is not None else (None, None, None)
         relationships = [
             {"order_id": order.id, "relationship_type": kind, "execution_sequence": sequence,
              "allocation_amount": amount, "allocation_quantity": quantity}
             for order, (kind, sequence, amount, quantity) in zip(orders, allocations)
         ]  # fmt: skip
+        params = {
+            "signal_id": signal.signal_id, "payload": _jsonb(signal.payload), "status": status, "attempt": attempt,
+            "decision": None if decision is None else _jsonb(decision), "code": code, "message": message,
+            "details": None if rejection is None else _jsonb(details), "count": 1,
+            "orders": _jsonb([attrs.asdict(order, recurse=False) for order in orders]),
+            "relationships": _jsonb(relationships), "events": _events(*events),
+        }  # fmt: skip
+        if first_delivery_size is not None:
+            params.update(_new_signal_params(signal, first_delivery_size))
+        statement = _RECORD_DECISION if first_delivery_size is None else _RECORD_NEW_DECISION
         async with self._connection() as conn:
-            await conn.execute(
-                f"""
-                WITH decided AS (
-                    UPDATE signals SET status = %(status)s, attempts = %(attempt)s, decision = %(decision)s,
-                           raw_payload = %(payload)s, rejection_code = NULL, rejection_message = NULL,
-                           rejection_details = NULL, processed_at = CASE WHEN %(status)s = 'accepted' THEN now() END
-                    WHERE signal_id = %(signal_id)s
-                ), intents AS (
-                    INSERT INTO orders ({_ORDER_COLUMNS})
-                    SELECT {_ORDER_COLUMNS} FROM jsonb_populate_recordset(NULL::orders, %(orders)s)
-                    ON CONFLICT (order_link_id) DO NOTHING
-                ), links AS (
-                    INSERT INTO signal_order_relationships (signal_id, order_id, relationship_type,
-                           execution_sequence, allocation_amount, allocation_quantity)
-                    SELECT %(signal_id)s, order_id, relationship_type, execution_sequence, allocation_amount,
-                           allocation_quantity
-                    FROM jsonb_to_recordset(%(relationships)s) AS r(order_id uuid, relationship_type text,
-                         execution_sequence integer, allocation_amount numeric, allocation_quantity numeric)
-                    ON CONFLICT (order_id) DO NOTHING
-                ), {_EVENTS_CTE}
-                SELECT 1
-                """,
-                {"status": signal_status, "attempt": attempt, "decision": _jsonb(decision),
-                 "payload": _jsonb(signal.payload), "signal_id": signal.signal_id,
-                 "orders": _jsonb([attrs.asdict(order, recurse=False) for order in orders]),
-                 "relationships": _jsonb(relationships), "events": _events(*events)},
-            )  # fmt: skip
+            cursor = await conn.execute(statement, params)
+            row = await cursor.fetchone()
+        if row is None or row["applies"]:
+            return None
+        return SignalRecord(signal.signal_id, row["status"], row["attempts"], row["deliveries"], False)
 
     async def record_order(
         self,
@@ -384,6 +354,11 @@ class PgStore:
             await conn.execute("UPDATE order_events_outbox SET published_at = now() WHERE seq = ANY(%s)", (list(seqs),))
 
 
+# The orders columns in OrderRecord's field order, so a record maps onto a row one to one.
+_ORDER_FIELDS = tuple(field.name for field in attrs.fields(OrderRecord))
+_ORDER_COLUMNS = ", ".join(_ORDER_FIELDS)
+
+
 # Parts of single-statement writes (data-modifying WITH clauses). Every part sees the database as
 # it was before the statement, so the signal's settled status substitutes this order's new status.
 _SETTLE_SIGNAL = """
@@ -409,20 +384,82 @@ _UPSERT_POSITION = """
         last_updated = now()
 """
 
+# The signal's row as an evaluation leaves it: "applies" is false when the signal turned out to be
+# known already (then only its delivery is counted and nothing else in the statement is written).
+_NEW_SIGNAL = """signal_row AS (
+    INSERT INTO signals (signal_id, status, raw_payload, body_size, signal_type, asset, amount, confidence,
+                         signal_timestamp, strategy_id, is_warmup, trace_id, link_key, attempts, decision,
+                         rejection_code, rejection_message, rejection_details, processed_at)
+    VALUES (%(signal_id)s, %(status)s, %(payload)s, %(body_size)s, %(signal_type)s, %(asset)s, %(amount)s,
+            %(confidence)s, %(signal_timestamp)s, %(strategy_id)s, %(is_warmup)s, %(trace_id)s, %(link_key)s,
+            %(attempt)s, %(decision)s, %(code)s, %(message)s, %(details)s,
+            CASE WHEN %(status)s IN ('accepted', 'rejected') THEN now() END)
+    ON CONFLICT (signal_id) DO UPDATE SET deliveries = signals.deliveries + %(count)s
+    RETURNING status, attempts, deliveries, (xmax = 0) AS applies
+)"""
+
+_DECIDED_SIGNAL = """signal_row AS (
+    UPDATE signals SET status = %(status)s, attempts = %(attempt)s, raw_payload = %(payload)s,
+           decision = COALESCE(%(decision)s, signals.decision), rejection_code = %(code)s,
+           rejection_message = %(message)s, rejection_details = %(details)s,
+           processed_at = CASE WHEN %(status)s IN ('accepted', 'rejected') THEN now() END
+    WHERE signal_id = %(signal_id)s
+    RETURNING status, attempts, deliveries, true AS applies
+)"""
+
 # Events keep their list order in the outbox's seq, which is the order they are published in.
-_EVENTS_CTE = """outbox AS (
+def _outbox(where: str = "") -> str:
+    return f"""outbox AS (
     INSERT INTO order_events_outbox (event_id, event_type, signal_id, order_uuid, trace_id, body)
     SELECT event_id, event_type, signal_id, order_uuid, trace_id, body
     FROM ROWS FROM (jsonb_to_recordset(%(events)s)
                     AS (event_id uuid, event_type text, signal_id text, order_uuid uuid, trace_id text, body jsonb))
          WITH ORDINALITY AS e(event_id, event_type, signal_id, order_uuid, trace_id, body, n)
+    {where}
     ORDER BY n
     ON CONFLICT (event_id) DO NOTHING
 )"""
 
 
+_EVENTS_CTE = _outbox()
+
+
+def _decision_statement(signal_row: str) -> str:
+    applies = "WHERE (SELECT applies FROM signal_row)"
+    return f"""
+    WITH {signal_row}, intents AS (
+        INSERT INTO orders ({_ORDER_COLUMNS})
+        SELECT {_ORDER_COLUMNS} FROM jsonb_populate_recordset(NULL::orders, %(orders)s)
+        {applies}
+        ON CONFLICT (order_link_id) DO NOTHING
+    ), links AS (
+        INSERT INTO signal_order_relationships (signal_id, order_id, relationship_type, execution_sequence,
+                                                allocation_amount, allocation_quantity)
+        SELECT %(signal_id)s, order_id, relationship_type, execution_sequence, allocation_amount, allocation_quantity
+        FROM jsonb_to_recordset(%(relationships)s) AS r(order_id uuid, relationship_type text,
+             execution_sequence integer, allocation_amount numeric, allocation_quantity numeric)
+        {applies}
+        ON CONFLICT (order_id) DO NOTHING
+    ), {_outbox(applies)}
+    SELECT status, attempts, deliveries, applies FROM signal_row
+    """
+
+
+_RECORD_NEW_DECISION = _decision_statement(_NEW_SIGNAL)
+_RECORD_DECISION = _decision_statement(_DECIDED_SIGNAL)
+
+
 async def _upsert_position(conn: psycopg.AsyncConnection[Any], position: Position) -> None:
     await conn.execute(_UPSERT_POSITION, _position_params(position))
+
+
+def _new_signal_params(signal: Signal, body_size: int) -> dict[str, Any]:
+    return {
+        "signal_id": signal.signal_id, "payload": _jsonb(signal.payload), "body_size": body_size,
+        "signal_type": signal.side.value.lower(), "asset": signal.asset, "amount": signal.amount,
+        "confidence": signal.confidence, "signal_timestamp": signal.timestamp, "strategy_id": signal.strategy_id,
+        "is_warmup": signal.is_warmup, "trace_id": signal.trace_id, "link_key": link_key(signal.signal_id),
+    }  # fmt: skip
 
 
 def _position_params(position: Position | None) -> dict[str, Any]:
@@ -457,11 +494,6 @@ def unavailable(exc: psycopg.Error) -> StoreUnavailable:
 
 
 # --- rows --------------------------------------------------------------------------------
-
-# The orders columns in OrderRecord's field order, so a record maps onto a row one to one.
-_ORDER_FIELDS = tuple(field.name for field in attrs.fields(OrderRecord))
-_ORDER_COLUMNS = ", ".join(_ORDER_FIELDS)
-
 
 def _order(row: dict[str, Any]) -> OrderRecord:
     return OrderRecord(**row)

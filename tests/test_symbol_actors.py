@@ -28,6 +28,7 @@ class FakeVenue:
 
     def __init__(self, *, stalled: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         self.placed: list[OrderRequest] = []
+        self.cancelled: list[str] = []
         self.stalled = set(stalled)
         self.release = anyio.Event()
         self.placed_event = anyio.Event()
@@ -56,6 +57,7 @@ class FakeVenue:
         return Accepted(f"venue-{len(self.placed)}", req.order_link_id)
 
     async def cancel_order(self, symbol: str, order_link_id: str) -> WriteOutcome:
+        self.cancelled.append(order_link_id)
         return Accepted("", order_link_id)
 
     async def find_order(self, symbol: str, order_link_id: str) -> VenueOrder | None:
@@ -83,9 +85,11 @@ class FakeDelivery:
         raise AssertionError("not expected")
 
 
-def received(signal_id: str, asset: str) -> tuple[SignalReceived, FakeDelivery]:
+def received(
+    signal_id: str, asset: str, side: Side = Side.BUY, confidence: str = "0.95"
+) -> tuple[SignalReceived, FakeDelivery]:
     delivery = FakeDelivery()
-    signal = Signal(signal_id=signal_id, side=Side.BUY, asset=asset, amount=Decimal("100"), confidence=Decimal("0.95"),
+    signal = Signal(signal_id=signal_id, side=side, asset=asset, amount=Decimal("100"), confidence=Decimal(confidence),
                     timestamp=datetime.now(UTC), trace_id=f"trace-{signal_id}")  # fmt: skip
     return SignalReceived(signal, delivery, 100, time.monotonic()), delivery
 
@@ -130,3 +134,21 @@ async def test_closing_the_mailboxes_drains_every_actor(store: PgStore) -> None:
         # Leaving the block closed the mailboxes; every message in them was handled first.
     assert all(delivery.acked.is_set() for delivery in deliveries)
     assert len(venue.placed) == 6
+
+
+async def test_a_repeated_signal_cancels_nothing_before_it_is_known_to_be_a_repeat(store: PgStore) -> None:
+    """New signals are stored with their decision in one statement; a sell that would cancel
+    resting buys must first learn whether it is a repeat, or a duplicate delivery would cancel
+    orders placed after the original."""
+    venue = FakeVenue()
+    resting_buy = ("BTCUSDT", Side.BUY, "0.5")  # low confidence: a resting Limit order
+    with anyio.fail_after(10):
+        async with open_supervisor(lambda symbol: SymbolActor(symbol, deps(store, venue)), 8) as supervisor:
+            for signal_id, (asset, side, confidence) in [("rest-1", resting_buy), ("flip", ("BTCUSDT", Side.SELL, "0.95")),
+                                                         ("rest-2", resting_buy), ("flip", ("BTCUSDT", Side.SELL, "0.95"))]:
+                message, delivery = received(signal_id, asset, side, confidence)
+                await supervisor.route(asset, message)
+                await delivery.acked.wait()
+    first_buy, sell, second_buy = venue.placed
+    assert (first_buy.order_type.value, sell.order_type.value, second_buy.order_type.value) == ("Limit", "Market", "Limit")
+    assert venue.cancelled == [first_buy.order_link_id]  # the repeat of "flip" left rest-2's order alone

@@ -29,7 +29,7 @@ from ordermgr.messages import (
     ActorMessage, AdoptOrder, GetState, OrderUpdate, SignalReceived, SnapshotTick, SyncRequest, ValidatePosition,
 )  # fmt: skip
 from ordermgr.model import Accepted, OrderRecord, OrderRequest, Rejected, Side, Signal, Unknown, WriteOutcome
-from ordermgr.store import until_stored
+from ordermgr.store import SignalRecord, until_stored
 
 log = logging.getLogger(__name__)
 
@@ -123,20 +123,19 @@ class SymbolActor:
     # --- signals ------------------------------------------------------------------------------
 
     async def _on_signal(self, message: SignalReceived) -> None:
-        signal, store = message.signal, self._deps.store
+        signal = message.signal
         context = _context(signal)
         log.info("signal received", extra={**context, "redelivered": message.delivery.redelivered})
         self.book.metrics.signal_received()
-        known = await until_stored(store.begin_signal, signal, message.body_size)
         self.book.remember(signal)
         try:
-            if known.status == "accepted":
-                log.info("signal already handled; skipped", extra={**context, "deliveries": known.deliveries})
-            elif known.status == "processing":
-                await self._resume(signal)
-            else:
-                await self._evaluate(signal, attempt=known.attempts + 1)
+            # Most signals are new: evaluate at once and store the signal with its outcome in
+            # one statement. One that turns out to be known comes back with what is known.
+            known = await self._evaluate(signal, attempt=1, first_delivery_size=message.body_size)
+            if known is not None:
+                await self._repeat(signal, known)
         except VenueAuthError as exc:
+            await until_stored(self._deps.store.begin_signal, signal, message.body_size, count_delivery=False)
             await self._hold(message, exc)
             return
         await message.delivery.ack()
@@ -144,36 +143,59 @@ class SymbolActor:
         self.book.metrics.ack_latency(latency_ms)
         log.info("signal acknowledged", extra={**context, "latency_ms": latency_ms})
 
+    async def _repeat(self, signal: Signal, known: SignalRecord) -> None:
+        """A signal id seen before: skip it once placed, finish it if interrupted, else evaluate it again."""
+        if known.status == "accepted":
+            log.info("signal already handled; skipped", extra={**_context(signal), "deliveries": known.deliveries})
+        elif known.status == "processing":
+            await self._resume(signal)
+        else:
+            await self._evaluate(signal, attempt=known.attempts + 1)
+
     async def _hold(self, message: SignalReceived, exc: VenueAuthError) -> None:
-        """Contract §7.13: refused credentials are a configuration error. The signal goes back
-        to the queue (after a pause, so it does not spin) instead of being rejected."""
+        """Contract §7.13: refused credentials are a configuration error. The signal (stored) goes
+        back to the queue (after a pause, so it does not spin) instead of being rejected."""
         log.critical("venue refused our credentials; signal returned to the queue",
                      extra={**_context(message.signal), "error": str(exc), "retry_in_s": CREDENTIALS_BACKOFF_S})  # fmt: skip
         await anyio.sleep(CREDENTIALS_BACKOFF_S)
         await message.delivery.requeue()
 
-    async def _evaluate(self, signal: Signal, attempt: int) -> None:
+    async def _evaluate(self, signal: Signal, attempt: int, first_delivery_size: int | None = None) -> SignalRecord | None:
+        """Decide and record; None when recorded, what is known when the signal was not new."""
         context = {**_context(signal), "attempt": attempt}
         market = await self._market_context(signal)
         chosen = market if isinstance(market, decision.Refusal) else decision.plan(signal, market, self._deps.settings)
         if isinstance(chosen, decision.Refusal):
-            await self._refuse(signal, attempt, chosen)
-            return
+            return await self._refuse(signal, attempt, chosen, first_delivery_size)
         log.info("signal validated; decision made", extra={**context, **_decision_log(chosen)})
-        if not self._deps.dry_run:
+        if not self._deps.dry_run and self._opposite_orders(chosen.side):
+            if first_delivery_size is not None:
+                # Cancelling touches the venue: make sure this is not a repeat first.
+                known = await until_stored(self._deps.store.begin_signal, signal, first_delivery_size)
+                if not known.is_new:
+                    return known
+                first_delivery_size = None
             await self._cancel_opposite(chosen.side)
-        await self._place(signal, attempt, chosen, decision.order_requests(chosen, signal.signal_id, attempt))
+        requests = decision.order_requests(chosen, signal.signal_id, attempt)
+        return await self._place(signal, attempt, chosen, requests, first_delivery_size)
 
-    async def _refuse(self, signal: Signal, attempt: int, refusal: decision.Refusal) -> None:
-        self.book.metrics.signal_rejected()
-        log.warning("signal rejected", extra={**_context(signal), "code": refusal.code, "reason": refusal.message,
-                                              "details": dict(refusal.details)})  # fmt: skip
+    async def _refuse(
+        self, signal: Signal, attempt: int, refusal: decision.Refusal, first_delivery_size: int | None
+    ) -> SignalRecord | None:
         event = order_event("rejected", order=None, signal=signal, signal_id=signal.signal_id, trace_id=signal.trace_id,
                             now=self._deps.now(), last_price=self.book.last_price,
                             rejection=(refusal.code, refusal.message))  # fmt: skip
-        await until_stored(self._deps.store.record_refusal, signal, attempt, refusal.code, refusal.message,
-                           refusal.details, event)  # fmt: skip
-        self._deps.wake_outbox()
+        known = await until_stored(
+            self._deps.store.record_decision, signal, attempt, status="rejected",
+            rejection=(refusal.code, refusal.message, refusal.details), events=[event],
+            first_delivery_size=first_delivery_size,
+        )  # fmt: skip
+        if known is None:
+            self.book.metrics.signal_rejected()
+            log.warning("signal rejected", extra={**_context(signal), "code": refusal.code, "reason": refusal.message,
+                                                  "details": dict(refusal.details)})  # fmt: skip
+            self._deps.wake_outbox()
+        return known
 
     async def _market_context(self, signal: Signal) -> decision.MarketContext | decision.Refusal:
         """What the decision needs from the venue. Live trading without the venue's answers
@@ -202,29 +224,34 @@ class SymbolActor:
         )
 
     async def _place(
-        self, signal: Signal, attempt: int, chosen: decision.Plan, requests: tuple[OrderRequest, ...]
-    ) -> None:
+        self, signal: Signal, attempt: int, chosen: decision.Plan, requests: tuple[OrderRequest, ...],
+        first_delivery_size: int | None,
+    ) -> SignalRecord | None:  # fmt: skip
         now, dry_run = self._deps.now(), self._deps.dry_run
         records = [_intent(request, signal, now, dry_run) for request in requests]
         allocations = [(chosen.relationship, leg.sequence, leg.allocation_usdt, leg.qty) for leg in chosen.legs]
         events = [order_event("created", order=record, signal=signal, signal_id=signal.signal_id,
                               trace_id=signal.trace_id, now=now, last_price=self.book.last_price)
                   for record in records] if dry_run else []  # fmt: skip
-        await until_stored(
-            self._deps.store.record_intents, signal, attempt, _decision_record(chosen, attempt), records, allocations,
-            signal_status="accepted" if dry_run else "processing", events=events,
+        known = await until_stored(
+            self._deps.store.record_decision, signal, attempt, status="accepted" if dry_run else "processing",
+            decision=_decision_record(chosen, attempt), orders=records, allocations=allocations, events=events,
+            first_delivery_size=first_delivery_size,
         )  # fmt: skip
+        if known is not None:
+            return known
         if dry_run:
             for record in records:
                 log.info("order simulated (dry-run)", extra={**_context(signal), **_order_context(record)})
             self.book.metrics.signal_accepted()
             self._deps.wake_outbox()
-            return
+            return None
         self.book.track(records)
         failpoints.hit(failpoints.AFTER_INTENT_COMMIT)
         outcomes = await self._send_all(records)
         placed = any(isinstance(outcome, Accepted | Unknown) for outcome in outcomes)
         (self.book.metrics.signal_accepted if placed else self.book.metrics.signal_rejected)()
+        return None
 
     async def _send_all(self, records: list[OrderRecord]) -> list[WriteOutcome]:
         """Send each intent and commit the venue's answer; the last commit settles the signal."""
@@ -249,10 +276,13 @@ class SymbolActor:
         self.book.track(unsettled)
         await self._send_all(unsettled)
 
-    async def _cancel_opposite(self, side: Side) -> SyncResult:
+    def _opposite_orders(self, side: Side) -> list[decision.OpenOrder]:
         """Contract §7.7: a new signal cancels this symbol's open orders on the other side."""
+        return decision.orders_to_cancel(side, [open_view(order) for order in self.book.open.values()])
+
+    async def _cancel_opposite(self, side: Side) -> SyncResult:
         result = SyncResult()
-        for view in decision.orders_to_cancel(side, [open_view(order) for order in self.book.open.values()]):
+        for view in self._opposite_orders(side):
             result += await self.book.cancel(view.order_link_id)
         return result
 
