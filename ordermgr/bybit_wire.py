@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ordermgr.model import Instrument, Side, Ticker, VenueOrder, VenuePosition
+from ordermgr.model import Instrument, Side, Ticker, VenueExecution, VenueOrder, VenuePosition
 
 Wire = Mapping[str, Any]
 
@@ -79,6 +79,19 @@ def parse_ticker(d: Wire) -> Ticker:
         bid_price=_positive_or_none(d, "bid1Price"),
         ask_price=_positive_or_none(d, "ask1Price"),
         mark_price=_positive_or_none(d, "markPrice"),
+    )
+
+
+def parse_execution(d: Wire) -> VenueExecution:
+    """One item of ``/v5/execution/list``."""
+    return VenueExecution(
+        exec_id=str(d["execId"]),
+        order_id=str(d.get("orderId") or ""),
+        qty=_dec(d, "execQty"),
+        price=_dec(d, "execPrice"),
+        value=_dec(d, "execValue"),
+        fee=_dec(d, "execFee"),
+        time_ms=int(d.get("execTime") or 0),
     )
 
 

@@ -19,6 +19,7 @@ import anyio
 from ordermgr.bybit_client import MAX_PAGES, BybitClient, ExchangeStatistics
 from ordermgr.bybit_transport import Kind, VenueFailure
 from ordermgr.bybit_wire import (
+    parse_execution,
     parse_instrument,
     parse_order,
     parse_position,
@@ -37,6 +38,7 @@ from ordermgr.model import (
     Ticker,
     Unavailable,
     Unknown,
+    VenueExecution,
     VenueOrder,
     VenuePosition,
     WriteOutcome,
@@ -174,6 +176,13 @@ class BybitExchange:
         params = self._scope(symbol) | {"limit": 50, "startTime": start_ms, "endTime": end_ms}
         items = await self._client.read_pages("get_order_history", params, max_pages=max_pages)
         return [parse_order(item) for item in items]
+
+    async def executions(self, symbol: str, order_id: str) -> list[VenueExecution]:
+        """The order's trades, oldest first (Bybit lists them newest first), every page."""
+        params = {"category": self._category, "symbol": symbol, "orderId": order_id, "execType": "Trade",
+                  "limit": 100}  # fmt: skip
+        items = await self._client.read_pages("get_executions", params)
+        return [parse_execution(item) for item in reversed(items)]
 
     async def positions(self) -> list[VenuePosition]:
         """Non-flat positions of the settle coin, every page (spot has no positions)."""

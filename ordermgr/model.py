@@ -161,6 +161,20 @@ class VenuePosition:
     mark_price: Decimal | None = None
 
 
+@attrs.frozen
+class VenueExecution:
+    """One trade of an order from ``/v5/execution/list``: the venue moves the position (and
+    rounds its average entry) once per execution."""
+
+    exec_id: str
+    order_id: str
+    qty: Decimal
+    price: Decimal
+    value: Decimal
+    fee: Decimal
+    time_ms: int
+
+
 # Outcomes of a write to the venue (create / cancel). Exactly one of these, never an exception.
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Protocol
 
-from ordermgr.model import Instrument, OrderRequest, Ticker, VenueOrder, VenuePosition, WriteOutcome
+from ordermgr.model import (
+    Instrument, OrderRequest, Ticker, VenueExecution, VenueOrder, VenuePosition, WriteOutcome,
+)  # fmt: skip
 
 
 class Venue(Protocol):
@@ -35,5 +37,9 @@ class Venue(Protocol):
     async def open_orders(self, symbol: str | None = None) -> list[VenueOrder]: ...
 
     async def order_history(self, symbol: str | None = None, *, start_ms: int | None = None) -> list[VenueOrder]: ...
+
+    async def executions(self, symbol: str, order_id: str) -> list[VenueExecution]:
+        """The order's trades, oldest first. Raises VenueUnavailable when unknown."""
+        ...
 
     async def positions(self) -> list[VenuePosition]: ...

@@ -184,18 +184,18 @@ class PgStore:
         events: Sequence[OrderEvent] = (),
         *,
         settle_signal: bool = False,
-        fill: FillRecord | None = None,
+        fills: Sequence[FillRecord] = (),
         position: Position | None = None,
     ) -> None:
         """Commit an order's new state with what it causes, in one statement (so one transaction
         and one round trip): the events, the signal's status (``settle_signal``: derived from all
-        its orders), the fill delta and the position it moved. One transaction is what makes each
+        its orders), the fills and the position they moved. One transaction is what makes each
         fill reach the position once."""
-        fills = [] if fill is None else [{
+        fill_rows = [{
             "order_uuid": order.id, "signal_id": order.signal_id, "asset": order.asset, "side": order.side,
             "quantity": fill.quantity, "value": fill.value, "price": fill.price, "fee": fill.fee,
             "source": fill.source, "venue_time_ms": fill.venue_time_ms, "fill_id": fill.fill_id,
-        }]  # fmt: skip
+        } for fill in fills]  # fmt: skip
         async with self._connection() as conn:
             await conn.execute(
                 f"""
@@ -220,7 +220,7 @@ class PgStore:
                 ), {_EVENTS_CTE}
                 SELECT 1
                 """,
-                {**_order_update(order), "settle": settle_signal, "fills": _jsonb(fills),
+                {**_order_update(order), "settle": settle_signal, "fills": _jsonb(fill_rows),
                  **_position_params(position), "events": _events(*events)},
             )  # fmt: skip
 

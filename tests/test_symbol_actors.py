@@ -17,7 +17,7 @@ from ordermgr.decision import DecisionSettings
 from ordermgr.messages import SignalReceived
 from ordermgr.migrate import apply_migrations
 from ordermgr.model import (
-    Accepted, Instrument, OrderRequest, Side, Signal, Ticker, VenueOrder, VenuePosition, WriteOutcome,
+    Accepted, Instrument, OrderRequest, Side, Signal, Ticker, VenueExecution, VenueOrder, VenuePosition, WriteOutcome,
 )  # fmt: skip
 from ordermgr.paper.instruments import LISTINGS
 from ordermgr.store import PgStore
@@ -67,6 +67,9 @@ class FakeVenue:
         return []
 
     async def order_history(self, symbol: str | None = None, *, start_ms: int | None = None) -> list[VenueOrder]:
+        return []
+
+    async def executions(self, symbol: str, order_id: str) -> list[VenueExecution]:
         return []
 
     async def positions(self) -> list[VenuePosition]:

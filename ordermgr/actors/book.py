@@ -25,8 +25,8 @@ from ordermgr.actors.deps import ActorDeps
 from ordermgr.errors import VenueUnavailable
 from ordermgr.events import order_event, text
 from ordermgr.model import (
-    Accepted, OrderRecord, OrderRequest, OrderType, Rejected, Side, Signal, Unavailable, Unknown, VenueOrder,
-    VenuePosition, WriteOutcome,
+    Accepted, OrderRecord, OrderRequest, OrderType, Rejected, Side, Signal, Unavailable, Unknown, VenueExecution,
+    VenueOrder, VenuePosition, WriteOutcome,
 )  # fmt: skip
 from ordermgr.metrics import MetricsRecorder, SymbolMetrics
 from ordermgr.positions import Position, apply_fill, unrealized_pnl
@@ -38,6 +38,8 @@ ACTIVE = ("submitting", "pending", "partially_filled")
 RECENT_SIGNALS = 64  # signals kept in memory per symbol for their orders' events
 # A size or price difference with the venue beyond this relative tolerance is a discrepancy.
 PRICE_TOLERANCE = Decimal("0.0001")
+# Fill ids of executions derive from the venue's execId, so one execution is stored once.
+_EXECUTION_IDS = uuid.UUID("6f1b7a0e-5c1d-4d8e-9a57-0e6f3b1c2a90")
 
 
 @attrs.frozen
@@ -125,18 +127,16 @@ class SymbolBook:
             return False
         now = self._deps.now()
         updated = _updated_record(record, result, now)
-        fill = position = None
+        fills: list[FillRecord] = []
+        position = None
         if result.fill is not None and not record.is_dry_run:
-            delta = result.fill
-            price = delta.price if delta.qty > 0 else None
-            fill = FillRecord(delta.qty, delta.value, price, delta.fee, source, venue_time_ms, record.side)
-            self.position = await self._moved_position(fill)
-            position = self.position
+            fills = await self._fills_of(record, updated, result.fill, source, venue_time_ms)
+            self.position = position = await self._moved_position(fills)
             self._deps.venue.invalidate_balance()
         events = [await self._event(result.event_type, updated)] if result.event_type else []
-        await until_stored(self._deps.store.record_order, updated, events, fill=fill, position=position,
+        await until_stored(self._deps.store.record_order, updated, events, fills=fills, position=position,
                            settle_signal=settle_signal and record.status == "submitting")  # fmt: skip
-        if fill is not None:
+        for fill in fills:
             log.info("fill applied", extra={**record_context(record), "quantity": text(fill.quantity),
                                             "price": text(fill.price), "fee": text(fill.fee),
                                             "position_size": text(self.position.size), "source": source})  # fmt: skip
@@ -150,23 +150,47 @@ class SymbolBook:
             self._deps.wake_outbox()
         return True
 
-    async def _moved_position(self, fill: FillRecord) -> Position:
-        """The position after ``fill``. Fills normally arrive in venue order and are applied one
-        by one; one older than the newest applied (its events were dropped and sync found it
-        late) is put in its place by replaying the symbol's fills in venue order, so average
-        entry and realized PnL come out as the venue's."""
-        if fill.venue_time_ms >= self._last_fill_ms:
-            moved = _with_fill(self.position, fill)
+    async def _fills_of(
+        self, before: OrderRecord, after: OrderRecord, delta: orders.FillDelta, source: str, venue_time_ms: int
+    ) -> list[FillRecord]:
+        """The fill delta as the executions it is made of. An order event reports each execution
+        as it happens; a lookup (sync, cancel, adoption) may find several at once, and the venue
+        moves the position, rounding its average entry, at every execution. Those are taken from
+        its execution list, so the position comes out exactly as the venue's."""
+        price = delta.price if delta.qty > 0 else None
+        whole = [FillRecord(delta.qty, delta.value, price, delta.fee, source, venue_time_ms, before.side)]
+        if source == "ws_gateway" or delta.qty <= 0 or not after.order_id:
+            return whole
+        try:
+            executions = await self._deps.venue.executions(self.symbol, after.order_id)
+        except VenueUnavailable as exc:
+            log.warning("executions unknown; fill applied as one delta", extra={**record_context(before),
+                                                                                "error": str(exc)})  # fmt: skip
+            return whole
+        new = _executions_after(executions, before.filled_quantity)
+        if len(new) < 2 or sum(e.qty for e in new) != delta.qty:
+            return whole  # one execution, or a list that lags behind the order: the delta it is
+        return [FillRecord(e.qty, e.value, e.price, e.fee, source, e.time_ms, before.side,
+                           fill_id=uuid.uuid5(_EXECUTION_IDS, e.exec_id)) for e in new]  # fmt: skip
+
+    async def _moved_position(self, fills: list[FillRecord]) -> Position:
+        """The position after ``fills`` (oldest first). Fills normally arrive in venue order and
+        are applied one by one; one older than the newest applied (its events were dropped and
+        sync found it late) is put in its place by replaying the symbol's stored fills with these
+        in venue order, so average entry and realized PnL come out as the venue's."""
+        moved = self.position
+        if fills[0].venue_time_ms >= self._last_fill_ms:
+            for fill in fills:
+                moved = _with_fill(moved, fill)
         else:
             log.info("fill older than the last applied; replaying fills in venue order",
-                     extra={"asset": self.symbol, "venue_time_ms": fill.venue_time_ms})  # fmt: skip
+                     extra={"asset": self.symbol, "venue_time_ms": fills[0].venue_time_ms})  # fmt: skip
             history = await until_stored(self._deps.store.fills, self.symbol)
-            ordered = sorted([*history, fill], key=lambda f: f.venue_time_ms)  # stable: ties keep arrival order
             moved = Position(self.symbol)
-            for earlier in ordered:
-                moved = _with_fill(moved, earlier)
-        self._last_fill_ms = max(self._last_fill_ms, fill.venue_time_ms)
-        return attrs.evolve(moved, last_price=self.last_price or fill.price)
+            for fill in sorted([*history, *fills], key=lambda f: f.venue_time_ms):  # stable: ties keep arrival order
+                moved = _with_fill(moved, fill)
+        self._last_fill_ms = max(self._last_fill_ms, *(fill.venue_time_ms for fill in fills))
+        return attrs.evolve(moved, last_price=self.last_price or fills[-1].price)
 
     def _count(self, before: str, after: str) -> None:
         if before == after:
@@ -302,6 +326,16 @@ class SymbolBook:
 
 
 # --- conversions --------------------------------------------------------------------------------
+
+
+def _executions_after(executions: list[VenueExecution], filled: Decimal) -> list[VenueExecution]:
+    """The executions (oldest first) beyond the first ``filled`` quantity: those not yet applied."""
+    seen, new = Decimal(0), []
+    for execution in executions:
+        if seen >= filled:
+            new.append(execution)
+        seen += execution.qty
+    return new
 
 
 def _with_fill(position: Position, fill: FillRecord) -> Position:

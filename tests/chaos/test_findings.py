@@ -125,8 +125,6 @@ async def test_rabbitmq_lost_while_a_signal_is_in_hand_does_not_stop_the_daemon(
 # --- F3: position rounding drift -------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="F3: fills merged as one delta round the average entry price once where "
-                   "the venue rounds it at every execution: average price and realized PnL drift from the venue's")
 async def test_a_fill_learned_by_sync_keeps_the_position_equal_to_the_venue(
     clean_database: str, tmp_path: Path
 ) -> None:
@@ -136,7 +134,9 @@ async def test_a_fill_learned_by_sync_keeps_the_position_equal_to_the_venue(
     quantizes the entry to 8 decimals once; the venue (like Bybit) quantizes after each
     execution. The entry then differs in the 8th decimal, and every later reduction realizes
     PnL against a different entry. Contract: positions equal to the venue's; lessons #4:
-    fills come from executions."""
+    fills come from executions. Now a delta learned by a lookup is taken from the venue's
+    execution list, one fill per execution. (A dropped event whose successor covers two
+    executions still arrives as one delta: nothing in an order event tells them apart.)"""
     await reset_queues(SIGNAL_QUEUE, ORDER_UPDATES_QUEUE)
     # No events: the fills reach the service only through sync, two executions as one delta.
     venue = paper_venue(market_fill_parts=2, initial_prices={"BTCUSDT": Decimal("50000")})
