@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 
 import anyio
@@ -36,6 +36,24 @@ class GatedVenue:
         return {s: Ticker(s, prices[s]) for s in symbols if s in prices}
 
 
+async def two_ask_during_a_call(
+    venue: GatedVenue, ask: Callable[[str], Awaitable[None]], *, meanwhile: Callable[[], None] = lambda: None
+) -> None:
+    """AUSDT asks alone; while its call is at the venue (``meanwhile`` runs then), BUSDT and
+    CUSDT ask; then both calls finish."""
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask, "AUSDT")
+            await venue.started[0].wait()
+            meanwhile()
+            tg.start_soon(ask, "BUSDT")
+            tg.start_soon(ask, "CUSDT")
+            await anyio.wait_all_tasks_blocked()
+            venue.release[0].set()
+            await venue.started[1].wait()
+            venue.release[1].set()
+
+
 async def test_a_caller_never_gets_a_price_from_a_call_that_began_before_it_asked() -> None:
     venue = GatedVenue()
     tickers = FreshTickers(venue.fetch)
@@ -44,17 +62,10 @@ async def test_a_caller_never_gets_a_price_from_a_call_that_began_before_it_aske
     async def ask(symbol: str) -> None:
         got[symbol] = await tickers.get(symbol)
 
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(ask, "AUSDT")
-            await venue.started[0].wait()  # the first call is at the venue
-            venue.prices["BUSDT"] = Decimal(20)  # the price moves, then two more signals ask
-            tg.start_soon(ask, "BUSDT")
-            tg.start_soon(ask, "CUSDT")
-            await anyio.wait_all_tasks_blocked()
-            venue.release[0].set()
-            await venue.started[1].wait()
-            venue.release[1].set()
+    def price_moves() -> None:
+        venue.prices["BUSDT"] = Decimal(20)
+
+    await two_ask_during_a_call(venue, ask, meanwhile=price_moves)
     assert venue.calls == [frozenset({"AUSDT"}), frozenset({"BUSDT", "CUSDT"})]
     assert got["BUSDT"].last_price == Decimal(20)  # not the 2 the first call saw
     assert {s: t.last_price for s, t in got.items()} == {"AUSDT": 1, "BUSDT": 20, "CUSDT": 3}
@@ -72,16 +83,7 @@ async def test_the_venue_failing_a_shared_call_fails_every_caller_of_it() -> Non
             errors.append(f"{symbol}: {exc}")
 
     venue.failure = VenueUnavailable("timeout")
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(ask, "AUSDT")
-            await venue.started[0].wait()
-            tg.start_soon(ask, "BUSDT")
-            tg.start_soon(ask, "CUSDT")
-            await anyio.wait_all_tasks_blocked()
-            venue.release[0].set()
-            await venue.started[1].wait()
-            venue.release[1].set()
+    await two_ask_during_a_call(venue, ask)
     assert sorted(errors) == ["AUSDT: timeout", "BUSDT: timeout", "CUSDT: timeout"]
 
 
