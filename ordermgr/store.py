@@ -106,7 +106,7 @@ class PgStore:
             cursor = await conn.execute(
                 f"WITH {_NEW_SIGNAL} SELECT status, attempts, deliveries, applies FROM signal_row",
                 {**_new_signal_params(signal, body_size), "status": "received", "attempt": 0, "decision": None,
-                 "code": None, "message": None, "details": None, "count": int(count_delivery)},
+                 "code": None, "message": None, "details": None, "count": int(count_delivery), "witness": None},
             )  # fmt: skip
             row = await cursor.fetchone()
         assert row is not None
@@ -167,6 +167,7 @@ class PgStore:
             "details": None if rejection is None else _jsonb(details), "count": 1,
             "orders": _jsonb([attrs.asdict(order, recurse=False) for order in orders]),
             "relationships": _jsonb(relationships), "events": _events(*events),
+            "witness": orders[0].id if orders else events[0].event_id if events else None,
         }  # fmt: skip
         if first_delivery_size is not None:
             params.update(_new_signal_params(signal, first_delivery_size))
@@ -386,7 +387,12 @@ _UPSERT_POSITION = """
 
 # The signal's row as an evaluation leaves it: "applies" is false when the signal turned out to be
 # known already (then only its delivery is counted and nothing else in the statement is written).
-_NEW_SIGNAL = """signal_row AS (
+# This very statement ran before and its answer was lost (until_stored redoes it): its first
+# order or event is there. A redo must apply again (idempotently), not look like a repeat.
+_REDONE = """(EXISTS (SELECT 1 FROM orders WHERE id = %(witness)s)
+               OR EXISTS (SELECT 1 FROM order_events_outbox WHERE event_id = %(witness)s))"""
+
+_NEW_SIGNAL = f"""signal_row AS (
     INSERT INTO signals (signal_id, status, raw_payload, body_size, signal_type, asset, amount, confidence,
                          signal_timestamp, strategy_id, is_warmup, trace_id, link_key, attempts, decision,
                          rejection_code, rejection_message, rejection_details, processed_at)
@@ -394,8 +400,9 @@ _NEW_SIGNAL = """signal_row AS (
             %(confidence)s, %(signal_timestamp)s, %(strategy_id)s, %(is_warmup)s, %(trace_id)s, %(link_key)s,
             %(attempt)s, %(decision)s, %(code)s, %(message)s, %(details)s,
             CASE WHEN %(status)s IN ('accepted', 'rejected') THEN now() END)
-    ON CONFLICT (signal_id) DO UPDATE SET deliveries = signals.deliveries + %(count)s
-    RETURNING status, attempts, deliveries, (xmax = 0) AS applies
+    ON CONFLICT (signal_id) DO UPDATE
+        SET deliveries = signals.deliveries + CASE WHEN {_REDONE} THEN 0 ELSE %(count)s END
+    RETURNING status, attempts, deliveries, (xmax = 0 OR {_REDONE}) AS applies
 )"""
 
 _DECIDED_SIGNAL = """signal_row AS (
