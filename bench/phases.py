@@ -298,10 +298,9 @@ async def run_soak(
 ) -> SoakResult:
     """Publish at ``rate`` for ``seconds`` and sample the subject's RSS every few seconds.
 
-    The paper venue scans all its orders on every create (open-order and margin checks), so
-    after tens of thousands of orders *it* becomes the bottleneck; the soak therefore resets it
-    every ``venue_reset_every`` orders (its market orders are all filled, nothing is lost that
-    the soak measures). The daemon's output queue has no consumer here and is purged now and
+    The paper venue keeps every order and execution in memory and its queries scan them; the
+    soak therefore resets it every ``venue_reset_every`` orders (its market orders are all
+    filled, nothing is lost that the soak measures). The daemon's output queue has no consumer here and is purged now and
     then so RabbitMQ does not hold a day's worth of events."""
     tag = f"{subject.name}-soak"
     count = int(seconds * rate)

@@ -76,6 +76,9 @@ class Engine:
         self.positions = {symbol: Position(symbol) for symbol in listings}
         self.wallet_balance = settings.initial_balance
         self._by_link: dict[str, str] = {}
+        # Orders that may still be open: every create adds one, open_orders() drops the closed
+        # ones, so a create stays cheap however many filled orders the venue has seen.
+        self._maybe_open: dict[str, Order] = {}
         self._clock_ms = clock_ms
         self._on_order = on_order
         self._seq = itertools.count(1)
@@ -94,6 +97,7 @@ class Engine:
         self._check_rules(spec, listing, last)
         order = self._new_order(spec, listing, last)
         self.orders[order.order_id] = order
+        self._maybe_open[order.order_id] = order
         if order.order_link_id:
             self._by_link[order.order_link_id] = order.order_id
         self._place(order, last)
@@ -162,7 +166,9 @@ class Engine:
         return self.orders[found] if found else None
 
     def open_orders(self, symbol: str = "") -> list[Order]:
-        return [o for o in self.orders.values() if o.is_open and (not symbol or o.symbol == symbol)]
+        for closed in [order_id for order_id, o in self._maybe_open.items() if not o.is_open]:
+            del self._maybe_open[closed]
+        return [o for o in self._maybe_open.values() if not symbol or o.symbol == symbol]
 
     def account(self) -> Account:
         s = self.settings
