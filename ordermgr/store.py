@@ -11,9 +11,10 @@ from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
+from zoneinfo import ZoneInfo
 
 import anyio
-
+import anyio.to_thread
 import attrs
 import psycopg
 from psycopg.rows import dict_row
@@ -47,7 +48,9 @@ class PgStore:
             name="ordermgr",
             # Autocommit: a single statement is its own transaction, one round trip instead of
             # three (BEGIN, statement, COMMIT). The hot writes are single statements.
-            kwargs={"row_factory": dict_row, "autocommit": True},
+            # Sessions in UTC: psycopg loads the session's time zone from disk on connect, and
+            # __aenter__ loads UTC once in a thread, so no connect blocks the event loop on it.
+            kwargs={"row_factory": dict_row, "autocommit": True, "options": "-c TimeZone=UTC"},
         )
 
     @property
@@ -56,6 +59,7 @@ class PgStore:
         return self._pool
 
     async def __aenter__(self) -> PgStore:
+        await anyio.to_thread.run_sync(ZoneInfo, "UTC")  # cached by zoneinfo from now on
         await self._pool.open(wait=False)
         return self
 
