@@ -15,7 +15,8 @@ The invariants (``check_invariants``):
   venue's status, ``cumExecQty`` and ``cumExecFee``, and the fills recorded for it add up to it;
   no ``orders`` row is live here and unknown there, or rejected here and live there;
 - **positions equal to the venue's**: size exactly, average entry price and realized PnL up to the
-  rounding drift of finding F3 (reported in the notes), for every symbol; and no
+  rounding drift F3 leaves when a dropped event merges two executions (reported in the notes;
+  only the event-faults scenario drops events), for every symbol; and no
   ``position_discrepancies`` row (one would mean our books drifted and were overwritten);
 - **every event published**: no ``order_events_outbox`` row without ``published_at``, and every
   outbox ``event_id`` received on the events queue.
@@ -62,7 +63,8 @@ VENUE_TO_OURS = {"New": "pending", "PartiallyFilled": "partially_filled", "Fille
                  "Rejected": "rejected"}  # fmt: skip
 ZERO, ONE = Decimal(0), Decimal(1)
 # Rounding drift tolerated between our position and the venue's (finding F3): the venue rounds the
-# average price to 8 decimals at each execution, the service once per merged fill delta. Relative
+# average price to 8 decimals at each execution; the service takes fills found by lookups from the
+# execution list, but rounds once when a dropped order event merged two executions. Relative
 # to the average price, and to the notional traded on the symbol for realized PnL. A lost, doubled
 # or misordered fill moves the figures by far more (and the size, compared exactly).
 ROUNDING_PRICE = Decimal("1e-7")
@@ -609,7 +611,7 @@ def check_invariants(world: ChaosWorld, planned: Sequence[Planned]) -> ScenarioR
     result.lost = lost_signals + unanswered + lost_orders + unpublished + missing_events
 
     # Positions equal to the venue's: size exactly; average entry price and realized PnL up to
-    # the rounding drift of fills merged as one delta (see ROUNDING_* and the xfail test in
+    # the rounding drift of executions merged by a dropped event (see ROUNDING_* and F3 in
     # test_findings.py); the drift itself is reported in the notes.
     mismatches = 0
     traded: dict[str, Decimal] = {}
