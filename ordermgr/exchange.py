@@ -27,7 +27,6 @@ from ordermgr.bybit_wire import (
     parse_wallet_available,
 )
 from ordermgr.errors import VenueAuthError, VenueUnavailable
-from ordermgr.tickers import FreshTickers
 from ordermgr.model import (
     Accepted,
     Instrument,
@@ -43,6 +42,7 @@ from ordermgr.model import (
     VenuePosition,
     WriteOutcome,
 )
+from ordermgr.tickers import FreshTickers
 
 __all__ = ["BybitExchange", "ExchangeStatistics"]
 

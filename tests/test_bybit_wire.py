@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ordermgr.bybit_wire import (
+    parse_execution,
     parse_instrument,
     parse_order,
     parse_position,
@@ -236,3 +237,16 @@ def test_wallet_available() -> None:
     winning = {"list": [{"coin": [dict(coin, equity="2000")]}]}
     assert parse_wallet_available(winning, "USDT") == Decimal("850.0")  # gains do not
     assert parse_wallet_available({"list": []}, "USDT") == Decimal("0")
+
+
+def test_execution_list_item() -> None:
+    """The item fields of bybit.md §1.7 (values shaped like the paper venue's)."""
+    item = {"symbol": "BTCUSDT", "orderId": "o-1", "orderLinkId": "om-1", "side": "Buy", "orderPrice": "0",
+            "orderQty": "0.006", "leavesQty": "0.003", "orderType": "Market", "execFee": "0.0825",
+            "execId": "e-1", "execPrice": "50001.3", "execQty": "0.003", "execType": "Trade",
+            "execValue": "150.0039", "execTime": "1795484112614", "feeCurrency": "USDT", "isMaker": False,
+            "feeRate": "0.00055", "seq": 7}  # fmt: skip
+    execution = parse_execution(item)
+    assert (execution.exec_id, execution.order_id, execution.qty, execution.price, execution.value,
+            execution.fee, execution.time_ms) == ("e-1", "o-1", Decimal("0.003"), Decimal("50001.3"),
+                                                  Decimal("150.0039"), Decimal("0.0825"), 1795484112614)  # fmt: skip

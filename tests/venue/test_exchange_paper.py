@@ -21,6 +21,7 @@ from ordermgr.model import (
     Unknown,
 )
 from ordermgr.paper import PaperConfig, PaperVenue
+from tests.venue.conftest import KEY, SECRET
 
 if TYPE_CHECKING:  # fixtures' types only; conftest is not imported at run time
     from .conftest import MakeExchange, SleepLog
@@ -292,3 +293,24 @@ async def test_concurrent_ticker_reads_share_requests_and_each_gets_its_own_symb
     assert got == prices
     # All three asked before a request left: one request for the whole list serves them.
     assert exchange.statistics().requests - sent == 1
+
+
+async def test_executions_of_an_order_come_oldest_first_with_their_prices() -> None:
+    paper = PaperVenue(PaperConfig(port=0, api_key=KEY, api_secret=SECRET, price_walk_interval_s=0,
+                                   market_fill_parts=3))  # fmt: skip
+    async with anyio.create_task_group() as tg:
+        await tg.start(paper.run)
+        assert paper.base_url is not None
+        exchange = BybitExchange(api_key=KEY, api_secret=SECRET, base_url=paper.base_url, timeout_s=2.0)
+        try:
+            with anyio.fail_after(10):
+                placed = await exchange.place_order(market("exec-1", Side.BUY, qty="0.009"))
+                assert isinstance(placed, Accepted)
+                executions = await exchange.executions(BTC, placed.order_id)
+        finally:
+            await exchange.aclose()
+            tg.cancel_scope.cancel()
+    theirs = sorted((e for e in paper.engine.executions if e.order_id == placed.order_id), key=lambda e: e.seq)
+    assert [e.exec_id for e in executions] == [e.exec_id for e in theirs]
+    assert [e.qty for e in executions] == [Decimal("0.003")] * 3
+    assert sum(e.value for e in executions) == sum(e.exec_value for e in theirs)
