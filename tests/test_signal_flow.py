@@ -134,6 +134,8 @@ async def test_the_same_signal_five_times_yields_one_order(fresh_queues: str) ->
         for _ in range(5):
             await publish(signal("dup-1"))
         await service.logs.wait_for("signal acknowledged", count=5)
+        # The repeats' decisions are dropped, not recorded: the log shows one decision.
+        assert service.logs.count("signal validated; decision made") == 1
 
     assert len(venue_orders(venue, order_link_id("dup-1", 1, 1))) == 1
     assert len(rows(fresh_queues, "SELECT * FROM orders WHERE signal_id = 'dup-1'")) == 1

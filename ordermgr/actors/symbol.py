@@ -162,19 +162,20 @@ class SymbolActor:
 
     async def _evaluate(self, signal: Signal, attempt: int, first_delivery_size: int | None = None) -> SignalRecord | None:
         """Decide and record; None when recorded, what is known when the signal was not new."""
-        context = {**_context(signal), "attempt": attempt}
         market = await self._market_context(signal)
         chosen = market if isinstance(market, decision.Refusal) else decision.plan(signal, market, self._deps.settings)
         if isinstance(chosen, decision.Refusal):
             return await self._refuse(signal, attempt, chosen, first_delivery_size)
-        log.info("signal validated; decision made", extra={**context, **_decision_log(chosen)})
-        if not self._deps.dry_run and self._opposite_orders(chosen.side):
-            if first_delivery_size is not None:
-                # Cancelling touches the venue: make sure this is not a repeat first.
-                known = await until_stored(self._deps.store.begin_signal, signal, first_delivery_size)
-                if not known.is_new:
-                    return known
-                first_delivery_size = None
+        cancels = not self._deps.dry_run and bool(self._opposite_orders(chosen.side))
+        if cancels and first_delivery_size is not None:
+            # Cancelling touches the venue: make sure this is not a repeat first.
+            known = await until_stored(self._deps.store.begin_signal, signal, first_delivery_size)
+            if not known.is_new:
+                return known
+            first_delivery_size = None
+        if first_delivery_size is None:  # stored already: this decision is the signal's
+            _log_decision(signal, attempt, chosen)
+        if cancels:
             await self._cancel_opposite(chosen.side)
         requests = decision.order_requests(chosen, signal.signal_id, attempt)
         return await self._place(signal, attempt, chosen, requests, first_delivery_size)
@@ -240,6 +241,8 @@ class SymbolActor:
         )  # fmt: skip
         if known is not None:
             return known
+        if first_delivery_size is not None:  # stored just now, with this decision
+            _log_decision(signal, attempt, chosen)
         if dry_run:
             for record in records:
                 log.info("order simulated (dry-run)", extra={**_context(signal), **_order_context(record)})
@@ -308,6 +311,13 @@ def _decision_record(chosen: decision.Plan, attempt: int) -> dict[str, Any]:
         "legs": [{"sequence": leg.sequence, "qty": leg.qty, "allocation_usdt": leg.allocation_usdt}
                  for leg in chosen.legs],
     }  # fmt: skip
+
+
+def _log_decision(signal: Signal, attempt: int, chosen: decision.Plan) -> None:
+    """Logged once the decision is known to be recorded, so a duplicate delivery (whose
+    decision is dropped) never shows one."""
+    log.info("signal validated; decision made",
+             extra={**_context(signal), "attempt": attempt, **_decision_log(chosen)})  # fmt: skip
 
 
 def _decision_log(chosen: decision.Plan) -> dict[str, Any]:
