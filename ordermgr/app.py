@@ -305,14 +305,20 @@ async def _take_signals(
     """Consume the signal queue until ``stop``; then stop deliveries and finish the ones in hand."""
     send, receive = anyio.create_memory_object_stream[Delivery](capacity)
 
+    trading: tuple[Mapping[str, Instrument] | None, frozenset[str]] = (None, frozenset())
+
     async def known_symbols() -> frozenset[str]:
+        """Asked for every signal: the set is rebuilt only when the instrument list is new."""
+        nonlocal trading
         try:
             instruments = await exchange.instruments()
         except VenueUnavailable:
             if not config.dry_run:
                 raise
             instruments = default_instruments()
-        return frozenset(symbol for symbol, instrument in instruments.items() if instrument.is_trading)
+        if trading[0] is not instruments:
+            trading = (instruments, frozenset(s for s, instrument in instruments.items() if instrument.is_trading))
+        return trading[1]
 
     intake_stop = anyio.Event()
     with send:  # closed however we leave, so nothing is left dangling

@@ -10,7 +10,7 @@ See contract §8 and bybit.md §3–§5, §7.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
@@ -100,8 +100,10 @@ class BybitExchange:
         """The venue's clock in ms; also re-measures the offset pybit signs with."""
         return await self._client.server_time_ms()
 
-    async def instruments(self) -> dict[str, Instrument]:
-        """Trading instruments of the category, cached for ``instrument_ttl_s``.
+    async def instruments(self) -> Mapping[str, Instrument]:
+        """Trading instruments of the category, cached for ``instrument_ttl_s``. Read-only and
+        not copied (it is read for every signal); a refresh replaces it, so callers may hold
+        it and tell a refreshed list by identity.
 
         A failed refresh keeps serving the previous list (filters change rarely and the venue
         re-validates every order); with nothing cached it raises :class:`VenueUnavailable`.
@@ -110,7 +112,7 @@ class BybitExchange:
             if self._instruments is None or self._instruments_expired():
                 await self._refresh_instruments()
             assert self._instruments is not None
-            return dict(self._instruments)
+            return self._instruments
 
     async def instrument(self, symbol: str) -> Instrument | None:
         return (await self.instruments()).get(symbol)

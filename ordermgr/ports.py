@@ -3,6 +3,7 @@ unit tests may pass a fake."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Protocol
 
@@ -12,7 +13,7 @@ from ordermgr.model import (
 
 
 class Venue(Protocol):
-    async def instruments(self) -> dict[str, Instrument]:
+    async def instruments(self) -> Mapping[str, Instrument]:
         """Every listed instrument (cached). Raises VenueUnavailable when unknown."""
         ...
 

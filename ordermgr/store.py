@@ -225,7 +225,7 @@ class PgStore:
                 ), {_EVENTS_CTE}
                 SELECT 1
                 """,
-                {**_order_update(order), "settle": settle_signal, "fills": _jsonb(fill_rows),
+                {**attrs.asdict(order, recurse=False), "settle": settle_signal, "fills": _jsonb(fill_rows),
                  **_position_params(position), "events": _events(*events)},
             )  # fmt: skip
 
@@ -494,10 +494,6 @@ def _unrealized(position: Position) -> Decimal:
 def _events(*events: OrderEvent) -> Jsonb:
     return _jsonb([{"event_id": e.event_id, "event_type": e.event_type, "signal_id": e.signal_id,
                     "order_uuid": e.order_uuid, "trace_id": e.trace_id, "body": e.body} for e in events])  # fmt: skip
-
-
-def _order_update(order: OrderRecord) -> dict[str, Any]:
-    return attrs.asdict(order, recurse=False)
 
 
 def unavailable(exc: psycopg.Error) -> StoreUnavailable:

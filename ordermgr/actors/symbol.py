@@ -160,7 +160,9 @@ class SymbolActor:
         await anyio.sleep(CREDENTIALS_BACKOFF_S)
         await message.delivery.requeue()
 
-    async def _evaluate(self, signal: Signal, attempt: int, first_delivery_size: int | None = None) -> SignalRecord | None:
+    async def _evaluate(
+        self, signal: Signal, attempt: int, first_delivery_size: int | None = None
+    ) -> SignalRecord | None:
         """Decide and record; None when recorded, what is known when the signal was not new."""
         market = await self._market_context(signal)
         chosen = market if isinstance(market, decision.Refusal) else decision.plan(signal, market, self._deps.settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, TypeVar
 from urllib.parse import unquote
 
@@ -38,62 +38,41 @@ def realtime(engine: Engine, params: Params) -> dict[str, object]:
     if order_id or link_id:
         # By id Bybit ignores openOnly and also returns recently closed orders.
         found = engine.find_order(order_id, link_id)
-        orders = [found] if found is not None and _matches(engine, found, params) else []
+        orders = [found] if found is not None and _symbol_ok(engine, found.symbol, params) else []
     else:
-        scoped = [o for o in engine.orders.values() if _matches(engine, o, params)]
+        scoped = [o for o in engine.orders.values() if _symbol_ok(engine, o.symbol, params)]
         orders = [o for o in scoped if o.is_open]
         if _int(params, "openOnly", 0) == 1:
             closed = _newest_first([o for o in scoped if not o.is_open])[:CLOSED_KEPT_IN_REALTIME]
             orders += closed
     page, cursor = paginate(_newest_first(orders), params, default=20, maximum=50)
-    return {
-        "category": "linear",
-        "nextPageCursor": cursor,
-        "list": [wire.order_rest(o, engine.listings[o.symbol]) for o in page],
-    }
+    return _listed(cursor, [wire.order_rest(o, engine.listings[o.symbol]) for o in page])
 
 
 def history(engine: Engine, params: Params) -> dict[str, object]:
     check_category(params)
-    order_id, link_id, status = text(params, "orderId"), text(params, "orderLinkId"), text(params, "orderStatus")
+    status, wanted = text(params, "orderStatus"), _asked_for(engine, params)
     start, end = _window(params)
     orders = [
         o
         for o in engine.orders.values()
-        if _matches(engine, o, params)
-        and (not order_id or o.order_id == order_id)
-        and (not link_id or o.order_link_id == link_id)
-        and (not status or o.status == status)
-        and start <= o.created_ms <= end
+        if wanted(o) and (not status or o.status == status) and start <= o.created_ms <= end
     ]
     page, cursor = paginate(_newest_first(orders), params, default=20, maximum=50)
-    return {
-        "category": "linear",
-        "nextPageCursor": cursor,
-        "list": [wire.order_history(o, engine.listings[o.symbol]) for o in page],
-    }
+    return _listed(cursor, [wire.order_history(o, engine.listings[o.symbol]) for o in page])
 
 
 def executions(engine: Engine, params: Params) -> dict[str, object]:
     check_category(params)
-    order_id, link_id = text(params, "orderId"), text(params, "orderLinkId")
-    exec_type = text(params, "execType")
+    exec_type, wanted = text(params, "execType"), _asked_for(engine, params)
     start, end = _window(params)
     items = [
         e
         for e in engine.executions
-        if _symbol_ok(engine, e.symbol, params)
-        and (not order_id or e.order_id == order_id)
-        and (not link_id or e.order_link_id == link_id)
-        and exec_type in ("", "Trade")
-        and start <= e.exec_ms <= end
+        if wanted(e) and exec_type in ("", "Trade") and start <= e.exec_ms <= end
     ]
     page, cursor = paginate(_newest_executions(items), params, default=50, maximum=100)
-    return {
-        "category": "linear",
-        "nextPageCursor": cursor,
-        "list": [wire.execution(e, engine.listings[e.symbol]) for e in page],
-    }
+    return _listed(cursor, [wire.execution(e, engine.listings[e.symbol]) for e in page])
 
 
 def positions(engine: Engine, params: Params) -> dict[str, object]:
@@ -109,14 +88,10 @@ def positions(engine: Engine, params: Params) -> dict[str, object]:
         raise param_error("Missing some parameters that must be filled in, symbol or settleCoin")
     page, cursor = paginate(rows, params, default=20, maximum=200)
     s = engine.settings
-    return {
-        "category": "linear",
-        "nextPageCursor": cursor,
-        "list": [
-            wire.position(p, engine.listings[p.symbol], engine.prices[p.symbol], s.leverage, s.maintenance_margin_rate)
-            for p in page
-        ],
-    }
+    return _listed(cursor, [
+        wire.position(p, engine.listings[p.symbol], engine.prices[p.symbol], s.leverage, s.maintenance_margin_rate)
+        for p in page
+    ])  # fmt: skip
 
 
 def wallet_balance(engine: Engine, params: Params) -> dict[str, object]:
@@ -129,8 +104,24 @@ def wallet_balance(engine: Engine, params: Params) -> dict[str, object]:
     return {"list": [account]}
 
 
-def _matches(engine: Engine, order: Order, params: Params) -> bool:
-    return _symbol_ok(engine, order.symbol, params)
+def _listed(cursor: str, rows: list[wire.Json]) -> dict[str, object]:
+    """One page of a linear list endpoint."""
+    return {"category": "linear", "nextPageCursor": cursor, "list": rows}
+
+
+def _asked_for(engine: Engine, params: Params) -> Callable[[Order | Execution], bool]:
+    """Whether an order or execution is in the symbol / baseCoin / settleCoin scope and has the
+    orderId / orderLinkId asked for."""
+    order_id, link_id = text(params, "orderId"), text(params, "orderLinkId")
+
+    def wanted(item: Order | Execution) -> bool:
+        return (
+            _symbol_ok(engine, item.symbol, params)
+            and (not order_id or item.order_id == order_id)
+            and (not link_id or item.order_link_id == link_id)
+        )
+
+    return wanted
 
 
 def _symbol_ok(engine: Engine, symbol: str, params: Params) -> bool:
