@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from decimal import ROUND_DOWN, Decimal
 from typing import Final
 
-from ordermgr.model import Instrument
+from ordermgr.domain.model import Instrument
 from ordermgr.paper.instruments import LISTINGS, MIN_NOTIONAL_USDT, Listing
 
 SYNTHETIC_PRICE: Final = Decimal("10.000")

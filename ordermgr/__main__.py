@@ -14,8 +14,8 @@ import anyio
 
 from ordermgr import app
 from ordermgr.config import Config, ConfigError, environment_with_dotenv, load_config
+from ordermgr.db.migrate import apply_migrations
 from ordermgr.logs import configure_logging
-from ordermgr.migrate import apply_migrations
 
 log = logging.getLogger("ordermgr")
 

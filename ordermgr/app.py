@@ -17,29 +17,29 @@ from anyio.abc import TaskStatus
 
 from ordermgr.actors.deps import ActorDeps, ExposureBook
 from ordermgr.actors.intake import run_intake, run_order_updates
+from ordermgr.actors.messages import SyncRequest
 from ordermgr.actors.outbox import OutboxWakeup, flush_outbox, run_outbox
 from ordermgr.actors.supervisor import Supervisor, open_supervisor
 from ordermgr.actors.symbol import SymbolActor
 from ordermgr.actors.sync import SyncService
 from ordermgr.actors.timers import every, snapshot_tick, sync_tick, validation_tick
-from ordermgr.broker import (
+from ordermgr.amqp.broker import (
     ORDER_UPDATES_ARGUMENTS, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE, Broker, Delivery, Publisher, consume, hand_over_to,
 )  # fmt: skip
+from ordermgr.amqp.ws_gateway import keep_subscribed
+from ordermgr.bybit.exchange import BybitExchange
 from ordermgr.config import Config
-from ordermgr.decision import DecisionSettings
-from ordermgr.errors import VenueAuthError, VenueUnavailable
-from ordermgr.exchange import BybitExchange
-from ordermgr.api import create_api
-from ordermgr.http_api import create_app, serve
-from ordermgr.migrate import apply_migrations
-from ordermgr.model import Instrument
+from ordermgr.db.migrate import apply_migrations
+from ordermgr.db.queries import Queries
+from ordermgr.db.store import PgStore, until_stored
+from ordermgr.domain.decision import DecisionSettings
+from ordermgr.domain.errors import VenueAuthError, VenueUnavailable
+from ordermgr.domain.model import Instrument
+from ordermgr.http.api import create_api
+from ordermgr.http.server import create_app, serve
 from ordermgr.metrics import metrics_log_fields
 from ordermgr.paper import PaperConfig, PaperVenue
-from ordermgr.queries import Queries
 from ordermgr.paper.instruments import LISTINGS
-from ordermgr.messages import SyncRequest
-from ordermgr.store import PgStore, until_stored
-from ordermgr.ws_gateway import keep_subscribed
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import attrs
 
-from ordermgr.model import RetryPolicy
+from ordermgr.domain.model import RetryPolicy
 
 ENVIRONMENTS = ("testnet", "mainnet", "paper")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from ordermgr.events import text
+from ordermgr.domain.events import text
 
 DEFAULT_LATENCY_WINDOW = 1024
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Protocol
 
-from ordermgr.model import (
+from ordermgr.domain.model import (
     Instrument, OrderRequest, Ticker, VenueExecution, VenueOrder, VenuePosition, WriteOutcome,
 )  # fmt: skip
 

@@ -16,7 +16,7 @@ import anyio
 import attrs
 
 from ordermgr import app
-from ordermgr.broker import ORDER_EVENTS_QUEUE, SIGNAL_QUEUE
+from ordermgr.amqp.broker import ORDER_EVENTS_QUEUE, SIGNAL_QUEUE
 from ordermgr.config import Config, load_config
 from ordermgr.paper import PaperConfig, PaperVenue
 from tests import support

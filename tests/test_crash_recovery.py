@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from ordermgr import failpoints
-from ordermgr.decision import order_link_id
+from ordermgr.domain.decision import order_link_id
 from tests.service import Daemon, paper_venue, publish, reset_queues
 
 

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from ordermgr.decision import order_link_id
+from ordermgr.domain.decision import order_link_id
 from ordermgr.paper import PaperVenue
 from tests import support
 from tests.service import paper_venue, publish, reset_queues, running_service

@@ -17,7 +17,7 @@ import pytest
 
 from ordermgr import app
 from ordermgr.config import load_config
-from ordermgr.migrate import apply_migrations, migration_files
+from ordermgr.db.migrate import apply_migrations, migration_files
 from tests import support
 from tests.logwait import watching_logs
 

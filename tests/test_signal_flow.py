@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from ordermgr.broker import ORDER_EVENTS_QUEUE, SIGNAL_QUEUE
-from ordermgr.decision import order_link_id
+from ordermgr.amqp.broker import ORDER_EVENTS_QUEUE, SIGNAL_QUEUE
+from ordermgr.domain.decision import order_link_id
 from ordermgr.paper import PaperVenue
 from tests import support
 from tests.service import QueueReader, paper_venue, publish, queue_depth, reset_queues, running_service

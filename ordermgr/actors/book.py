@@ -20,17 +20,17 @@ from typing import Any
 
 import attrs
 
-from ordermgr import decision, orders
 from ordermgr.actors.deps import ActorDeps
-from ordermgr.errors import VenueUnavailable
-from ordermgr.events import order_event, text
-from ordermgr.model import (
+from ordermgr.db.store import FillRecord, until_stored
+from ordermgr.domain import decision, orders
+from ordermgr.domain.errors import VenueUnavailable
+from ordermgr.domain.events import order_event, text
+from ordermgr.domain.model import (
     Accepted, OrderRecord, OrderRequest, OrderType, Rejected, Side, Signal, Unavailable, Unknown, VenueExecution,
     VenueOrder, VenuePosition, WriteOutcome,
 )  # fmt: skip
+from ordermgr.domain.positions import Position, apply_fill, unrealized_pnl
 from ordermgr.metrics import MetricsRecorder, SymbolMetrics
-from ordermgr.positions import Position, apply_fill, unrealized_pnl
-from ordermgr.store import FillRecord, until_stored
 
 log = logging.getLogger(__name__)
 

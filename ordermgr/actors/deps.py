@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import attrs
 
-from ordermgr.decision import DecisionSettings
-from ordermgr.model import Instrument
+from ordermgr.db.store import PgStore
+from ordermgr.domain.decision import DecisionSettings
+from ordermgr.domain.model import Instrument
 from ordermgr.ports import Venue
-from ordermgr.store import PgStore
 
 
 class ExposureBook:

@@ -13,16 +13,16 @@ from datetime import UTC, datetime
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from ordermgr.actors.messages import OrderUpdate, SignalReceived
 from ordermgr.actors.supervisor import Supervisor
-from ordermgr.broker import Delivery
-from ordermgr.errors import VenueUnavailable
-from ordermgr.events import order_event
-from ordermgr.bybit_wire import parse_order
-from ordermgr.decision import is_own_order_link_id
-from ordermgr.messages import OrderUpdate, SignalReceived
-from ordermgr.model import VenueOrder
-from ordermgr.signals import InvalidSignal, decode_signal
-from ordermgr.store import PgStore, until_stored
+from ordermgr.amqp.broker import Delivery
+from ordermgr.bybit.wire import parse_order
+from ordermgr.db.store import PgStore, until_stored
+from ordermgr.domain.decision import is_own_order_link_id
+from ordermgr.domain.errors import VenueUnavailable
+from ordermgr.domain.events import order_event
+from ordermgr.domain.model import VenueOrder
+from ordermgr.domain.signals import InvalidSignal, decode_signal
 
 log = logging.getLogger(__name__)
 

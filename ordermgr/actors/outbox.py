@@ -7,9 +7,9 @@ import logging
 
 import anyio
 
-from ordermgr.broker import ORDER_EVENTS_QUEUE, Publisher
-from ordermgr.errors import BrokerUnavailable, StoreUnavailable
-from ordermgr.store import PgStore
+from ordermgr.amqp.broker import ORDER_EVENTS_QUEUE, Publisher
+from ordermgr.db.store import PgStore
+from ordermgr.domain.errors import BrokerUnavailable, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

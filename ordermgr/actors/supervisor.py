@@ -12,8 +12,8 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
+from ordermgr.actors.messages import ActorMessage
 from ordermgr.actors.symbol import SymbolActor
-from ordermgr.messages import ActorMessage
 from ordermgr.metrics import SymbolMetrics
 
 log = logging.getLogger(__name__)

@@ -20,16 +20,18 @@ import attrs
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ordermgr import decision, failpoints
+from ordermgr.domain import decision
+
+from ordermgr import failpoints
 from ordermgr.actors.book import SymbolBook, SyncResult, open_view, record_context, request_of
 from ordermgr.actors.deps import ActorDeps
-from ordermgr.errors import VenueAuthError, VenueUnavailable
-from ordermgr.events import order_event
-from ordermgr.messages import (
+from ordermgr.actors.messages import (
     ActorMessage, AdoptOrder, GetState, OrderUpdate, SignalReceived, SnapshotTick, SyncRequest, ValidatePosition,
 )  # fmt: skip
-from ordermgr.model import Accepted, OrderRecord, OrderRequest, Rejected, Side, Signal, Unknown, WriteOutcome
-from ordermgr.store import SignalRecord, until_stored
+from ordermgr.db.store import SignalRecord, until_stored
+from ordermgr.domain.errors import VenueAuthError, VenueUnavailable
+from ordermgr.domain.events import order_event
+from ordermgr.domain.model import Accepted, OrderRecord, OrderRequest, Rejected, Side, Signal, Unknown, WriteOutcome
 
 log = logging.getLogger(__name__)
 

@@ -9,14 +9,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from ordermgr.actors.book import SyncResult
+from ordermgr.actors.messages import AdoptOrder, GetState, SyncRequest, ValidatePosition
 from ordermgr.actors.supervisor import Supervisor
-from ordermgr.decision import link_key_of
-from ordermgr.errors import SyncInProgress, VenueUnavailable
+from ordermgr.db.store import PgStore
+from ordermgr.domain.decision import link_key_of
+from ordermgr.domain.errors import SyncInProgress, VenueUnavailable
+from ordermgr.domain.model import SyncReport
 from ordermgr.metrics import SymbolMetrics
-from ordermgr.messages import AdoptOrder, GetState, SyncRequest, ValidatePosition
-from ordermgr.model import SyncReport
 from ordermgr.ports import Venue
-from ordermgr.store import PgStore
 
 log = logging.getLogger(__name__)
 

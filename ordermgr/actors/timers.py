@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from ordermgr.actors.messages import SnapshotTick, SyncRequest, ValidatePosition
 from ordermgr.actors.supervisor import Supervisor
-from ordermgr.errors import VenueUnavailable
-from ordermgr.messages import SnapshotTick, SyncRequest, ValidatePosition
+from ordermgr.domain.errors import VenueUnavailable
 from ordermgr.ports import Venue
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import attrs
 
-from ordermgr.model import OrderType, Side
+from ordermgr.domain.model import OrderType, Side
 from ordermgr.paper import ledger
 from ordermgr.paper.errors import (
     AMEND_QTY_NOT_ABOVE_FILLED,

@@ -13,7 +13,7 @@ from typing import Final
 
 import attrs
 
-from ordermgr.model import Instrument
+from ordermgr.domain.model import Instrument
 
 LAUNCH_TIME_MS: Final = 1_584_230_400_000
 MIN_NOTIONAL_USDT: Final = Decimal("5")

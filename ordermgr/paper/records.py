@@ -7,7 +7,7 @@ from typing import Final
 
 import attrs
 
-from ordermgr.model import OrderType, Side
+from ordermgr.domain.model import OrderType, Side
 
 OPEN_STATUSES: Final = frozenset({"New", "PartiallyFilled", "Untriggered"})
 ZERO: Final = Decimal(0)

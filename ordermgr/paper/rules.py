@@ -13,7 +13,7 @@ from typing import Final, TypeVar
 
 import attrs
 
-from ordermgr.model import Instrument, OrderType, Side
+from ordermgr.domain.model import Instrument, OrderType, Side
 from ordermgr.paper.errors import VenueError, param_error
 from ordermgr.paper.instruments import Listing
 

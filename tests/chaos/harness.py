@@ -48,7 +48,7 @@ import attrs
 import psycopg
 from psycopg.rows import dict_row
 
-from ordermgr.broker import ORDER_EVENTS_QUEUE, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE
+from ordermgr.amqp.broker import ORDER_EVENTS_QUEUE, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE
 from ordermgr.paper import Faults, PaperVenue
 from tests import support
 from tests.service import Daemon, QueueReader, paper_venue, reset_queues

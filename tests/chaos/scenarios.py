@@ -15,11 +15,11 @@ from pathlib import Path
 import anyio
 import psycopg
 
-from ordermgr.broker import SIGNAL_QUEUE
-from tests.service import Daemon
+from ordermgr.amqp.broker import SIGNAL_QUEUE
 from tests.chaos.harness import (
     OUR_PREFIX, VENUE_TO_OURS, ChaosWorld, ObservedFaults, ScenarioResult, Sizes, chaos_world, plan_stream, poll_until,
 )  # fmt: skip
+from tests.service import Daemon
 
 DRAIN_TIMEOUT_S = 10.0  # ORDERMANAGER_DRAIN_TIMEOUT in the daemon's environment (harness.daemon_env)
 FLUSH_BOUND_S = 5.0  # the outbox flush after the drain (app.run_trading)

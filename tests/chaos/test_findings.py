@@ -15,9 +15,9 @@ import pytest
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from ordermgr.actors.messages import ActorMessage
 from ordermgr.actors.supervisor import open_supervisor
-from ordermgr.broker import ORDER_UPDATES_QUEUE, SIGNAL_QUEUE
-from ordermgr.messages import ActorMessage
+from ordermgr.amqp.broker import ORDER_UPDATES_QUEUE, SIGNAL_QUEUE
 from tests import support
 from tests.chaos.harness import post_sync
 from tests.service import Daemon, paper_venue, publish, reset_queues, running_service

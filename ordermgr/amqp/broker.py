@@ -1,0 +1,254 @@
+"""RabbitMQ through aiormq: one connection kept open with backoff, consumers that
+re-subscribe after every reconnect, and confirmed publishing.
+
+aiormq exceptions never leave this module: callers see ``BrokerUnavailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiormq
+import aiormq.abc
+import anyio
+import attrs
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
+from pamqp import commands as spec
+
+from ordermgr.domain.errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+SIGNAL_QUEUE = "model-service.trading_signals"
+ORDER_UPDATES_QUEUE = "ws-gateway.order"
+ORDER_EVENTS_QUEUE = "order-manager.order_events"
+# ws-gateway declares its queue with these arguments; a declaration that differs is refused.
+ORDER_UPDATES_ARGUMENTS: Mapping[str, Any] = {
+    "x-message-ttl": 86_400_000,
+    "x-max-length": 100_000,
+    "x-overflow": "drop-head",
+}
+# ChannelInvalidStateError (a RuntimeError) is what an ack on a channel the broker closed raises.
+_AMQP_ERRORS = (
+    aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError, OSError, TimeoutError,
+)
+# aiormq's handshake raises StopAsyncIteration when the server has already closed the socket
+# (FrameReceiver.get_frame at EOF): seen while RabbitMQ restarts.
+_CONNECT_ERRORS = (*_AMQP_ERRORS, StopAsyncIteration)
+
+
+@attrs.frozen
+class Delivery:
+    """One message handed to us; acknowledge it only once its outcome is committed."""
+
+    body: bytes
+    headers: Mapping[str, object]
+    redelivered: bool
+    _channel: aiormq.abc.AbstractChannel = attrs.field(repr=False)
+    _tag: int = attrs.field(repr=False)
+
+    async def ack(self) -> None:
+        """Acknowledge. If the channel has closed meanwhile the broker redelivers the
+        message, which the idempotent handlers absorb."""
+        try:
+            await self._channel.basic_ack(self._tag)
+        except _AMQP_ERRORS as exc:
+            log.warning("ack lost with its channel; the message will be redelivered", extra={"error": str(exc)})
+
+    async def requeue(self) -> None:
+        try:
+            await self._channel.basic_reject(self._tag, requeue=True)
+        except _AMQP_ERRORS as exc:
+            log.warning("requeue lost with its channel", extra={"error": str(exc)})
+
+
+class Broker:
+    """Owns the AMQP connection. ``run`` keeps it open until cancelled, reconnecting with
+    capped exponential backoff; users wait for it with ``wait_connected``."""
+
+    def __init__(self, url: str, *, max_backoff_s: float = 5.0) -> None:
+        self._url = url
+        self._max_backoff_s = max_backoff_s
+        self._connection: aiormq.abc.AbstractConnection | None = None
+        self._up = anyio.Event()
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
+    async def wait_connected(self) -> aiormq.abc.AbstractConnection:
+        while not self.is_connected:
+            await self._up.wait()
+        assert self._connection is not None
+        return self._connection
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        # Started at once: a broker that is down must not stop the process (contract §7.13).
+        task_status.started()
+        failures = 0
+        try:
+            while True:
+                try:
+                    self._connection = await aiormq.connect(self._url)
+                except _CONNECT_ERRORS as exc:
+                    failures += 1
+                    if failures == 1:
+                        log.error("rabbitmq unavailable; retrying", extra={"error": str(exc) or type(exc).__name__})
+                    await anyio.sleep(min(self._max_backoff_s, 0.2 * 2**failures))
+                    continue
+                failures = 0
+                log.info("rabbitmq connected")
+                self._up.set()
+                await _wait_closed(self._connection)
+                self._up = anyio.Event()
+                log.error("rabbitmq connection lost; reconnecting")
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed:
+            with anyio.move_on_after(2, shield=True):
+                await connection.close()
+
+
+async def _wait_closed(closable: aiormq.abc.AbstractConnection | aiormq.abc.AbstractChannel) -> None:
+    """Wait until the connection or channel closes, whatever the reason. Not ``await
+    closing``: a future cancelled by aiormq would look like our own cancellation."""
+    closed = anyio.Event()
+
+    def on_done(future: Any) -> None:
+        if not future.cancelled():
+            future.exception()  # mark the close reason as seen
+        closed.set()
+
+    closable.closing.add_done_callback(on_done)
+    await closed.wait()
+
+
+async def consume(
+    broker: Broker,
+    queue: str,
+    on_delivery: Callable[[Delivery], Awaitable[None]],
+    *,
+    prefetch: int,
+    arguments: Mapping[str, Any] | None = None,
+    stop: anyio.Event | None = None,
+) -> None:
+    """Consume ``queue`` for as long as the task runs (or until ``stop`` is set), re-subscribing
+    after each reconnect. ``on_delivery`` runs in aiormq's own task, so it must not block:
+    it hands the delivery on (or requeues it)."""
+    stop = stop or anyio.Event()
+    while not stop.is_set():
+        connection = await broker.wait_connected()
+        try:
+            channel = await connection.channel(publisher_confirms=False)
+            await channel.basic_qos(prefetch_count=prefetch)
+            await channel.queue_declare(queue, durable=True, arguments=dict(arguments or {}))
+
+            async def callback(message: aiormq.abc.DeliveredMessage) -> None:
+                await on_delivery(_wrap(message))
+
+            consumer = await channel.basic_consume(queue, callback, no_ack=False)
+            log.info("consuming", extra={"queue": queue})
+            await _until_closed_or_stopped(channel, stop)
+            if stop.is_set() and not channel.is_closed:
+                # Stop deliveries; prefetched unacked messages stay ours until acked or the channel closes.
+                with anyio.move_on_after(2, shield=True):
+                    await channel.basic_cancel(consumer.consumer_tag or "")
+                    log.info("consumer cancelled", extra={"queue": queue})
+        except _AMQP_ERRORS as exc:
+            log.error("consumer interrupted; resubscribing", extra={"queue": queue, "error": str(exc)})
+            await anyio.sleep(0.5)
+
+
+async def _until_closed_or_stopped(channel: aiormq.abc.AbstractChannel, stop: anyio.Event) -> None:
+    async with anyio.create_task_group() as tg:
+
+        async def closed() -> None:
+            await _wait_closed(channel)
+            tg.cancel_scope.cancel()
+
+        async def stopped() -> None:
+            await stop.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(closed)
+        tg.start_soon(stopped)
+
+
+def hand_over_to(send: MemoryObjectSendStream[Delivery]) -> Callable[[Delivery], Awaitable[None]]:
+    """A ``consume`` callback that passes each delivery to ``send`` without waiting; when the
+    stream is full or closing the delivery is requeued, so the broker keeps it for later."""
+
+    async def hand_over(delivery: Delivery) -> None:
+        try:
+            send.send_nowait(delivery)
+        except (anyio.WouldBlock, anyio.ClosedResourceError):
+            await delivery.requeue()
+
+    return hand_over
+
+
+def _wrap(message: aiormq.abc.DeliveredMessage) -> Delivery:
+    properties = message.header.properties
+    tag = message.delivery_tag
+    assert tag is not None  # consumer deliveries always carry one
+    return Delivery(
+        body=message.body,
+        headers=dict(properties.headers or {}),
+        redelivered=bool(message.redelivered),
+        channel=message.channel,
+        tag=tag,
+    )
+
+
+class Publisher:
+    """Publishes persistent JSON messages with publisher confirms on its own channel."""
+
+    def __init__(self, broker: Broker, *, timeout_s: float = 10.0) -> None:
+        self._broker = broker
+        self._timeout_s = timeout_s
+        self._channel: aiormq.abc.AbstractChannel | None = None
+        self._declared: set[str] = set()
+
+    async def _ready_channel(self) -> aiormq.abc.AbstractChannel:
+        if self._channel is None or self._channel.is_closed:
+            connection = await self._broker.wait_connected()
+            self._channel = await connection.channel(publisher_confirms=True)
+            self._declared.clear()
+        return self._channel
+
+    async def declare(self, queue: str, arguments: Mapping[str, Any] | None = None) -> None:
+        """Declare a durable queue once per channel."""
+        try:
+            channel = await self._ready_channel()
+            if queue not in self._declared:
+                await channel.queue_declare(queue, durable=True, arguments=dict(arguments or {}))
+                self._declared.add(queue)
+        except _AMQP_ERRORS as exc:
+            self._channel = None
+            raise BrokerUnavailable(str(exc)) from exc
+
+    async def publish(self, queue: str, body: bytes, *, message_id: str, headers: Mapping[str, object]) -> None:
+        """Publish to ``queue`` on the default exchange and wait for the broker's confirm."""
+        await self.declare(queue)
+        channel = await self._ready_channel()
+        properties = spec.Basic.Properties(
+            delivery_mode=2,
+            content_type="application/json",
+            message_id=message_id,
+            headers={key: str(value) for key, value in headers.items()},
+        )
+        try:
+            confirmation = await channel.basic_publish(
+                body, routing_key=queue, properties=properties, timeout=self._timeout_s
+            )
+        except _AMQP_ERRORS as exc:
+            self._channel = None
+            raise BrokerUnavailable(str(exc)) from exc
+        if not isinstance(confirmation, spec.Basic.Ack):
+            raise BrokerUnavailable(f"broker did not confirm message {message_id}: {confirmation!r}")

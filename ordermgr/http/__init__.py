@@ -1,0 +1,1 @@
+"""The HTTP side: the aiohttp server with its probes, the REST API and its OpenAPI document."""

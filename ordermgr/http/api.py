@@ -1,0 +1,411 @@
+"""The REST query API (contract §6): an aiohttp sub-app that ``app.py`` mounts at ``/api``.
+
+Every request needs ``X-API-Key``. Parameters are checked against the constants the OpenAPI
+document states (``ordermgr.http.openapi``); anything else is a 400 that names the parameter and the
+rule. Handlers only read, except ``POST /v1/sync``, which hands the work to the ``SyncRunner``
+(the actors own every change).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Protocol
+
+import attrs
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from ordermgr.db.queries import (
+    ORDER_COLUMNS,
+    ORDER_STATUSES,
+    POSITION_COLUMNS,
+    SORT_FIELDS,
+    SORT_ORDERS,
+    Lineage,
+    OrderFilter,
+    OrderPage,
+    Queries,
+    Row,
+)
+from ordermgr.domain.errors import StoreUnavailable, SyncInProgress
+from ordermgr.domain.events import dumps
+from ordermgr.domain.model import SyncReport
+from ordermgr.http import openapi as spec
+from ordermgr.http.server import error_response, now_iso
+from ordermgr.metrics import MetricsSource, aggregate, metrics_fields
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+
+
+class SyncRunner(Protocol):
+    """Runs one reconciliation with the venue now (contract §7.10) and tells what it did.
+    ``scope`` is ``active`` or ``all``; ``asset`` (upper-case) narrows it to one symbol. A venue
+    that fails is a report (``partial`` / ``failed`` with ``errors``), not an exception; raises
+    ``SyncInProgress`` (409) when a sync is already running, ``StoreUnavailable`` gives a 503."""
+
+    async def sync(self, scope: str, asset: str | None) -> SyncReport: ...
+
+
+class InvalidParameter(Exception):
+    """A query, path or body parameter broke its rule; answered 400 ``invalid_parameter``."""
+
+    def __init__(self, parameter: str, value: object, expected: str) -> None:
+        super().__init__(f"invalid {parameter}: expected {expected}")
+        self.parameter = parameter
+        self.value = value
+        self.expected = expected
+
+
+class InvalidBody(Exception):
+    """The request body is not the JSON object the operation takes; 400 ``invalid_body``."""
+
+
+def create_api(*, queries: Queries, api_key: str, sync: SyncRunner, metrics: MetricsSource) -> web.Application:
+    if not api_key:
+        raise ValueError("an API key is required")
+    handlers = _Handlers(queries, sync, metrics, dumps(spec.build_document()))
+    app = web.Application(middlewares=[_errors, _require_key(api_key.encode())])
+    app.add_routes([
+        web.get("/v1/orders", handlers.orders, allow_head=False),
+        web.get("/v1/orders/{id}", handlers.order, allow_head=False),
+        web.get("/v1/positions", handlers.positions, allow_head=False),
+        web.get("/v1/positions/{asset}", handlers.position, allow_head=False),
+        web.post("/v1/sync", handlers.sync),
+        web.get("/v1/signals/{signal_id}", handlers.signal, allow_head=False),
+        web.get("/v1/metrics", handlers.metrics, allow_head=False),
+        web.get("/v1/openapi.json", handlers.openapi, allow_head=False),
+    ])  # fmt: skip
+    return app
+
+
+# --- middlewares --------------------------------------------------------------------------
+
+# aiohttp's own refusals (no route, wrong method, body too large), in the API's error shape.
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except InvalidParameter as exc:
+        details = {"parameter": exc.parameter, "value": _shown(exc.value), "expected": exc.expected}
+        return error_response(400, "invalid_parameter", str(exc), details)
+    except InvalidBody as exc:
+        return error_response(400, "invalid_body", str(exc))
+    except SyncInProgress:
+        return error_response(409, "sync_in_progress", "a sync is already running; try again when it ends")
+    except StoreUnavailable as exc:
+        log.warning("api: database unavailable", extra={"error": str(exc), "path": request.path})
+        return error_response(503, "database_unavailable", "the database is unavailable; try again shortly")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+        if "Allow" in exc.headers:  # RFC 9110: a 405 lists the methods the resource has
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:  # a bug: logged with its traceback, and answered in the error shape all the same
+        log.exception("api: unexpected error", extra={"path": request.path, "method": request.method})
+        return error_response(500, "internal_error", "unexpected error; see the service log")
+
+
+def _require_key(expected: bytes) -> Middleware:
+    @web.middleware
+    async def require_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get(API_KEY_HEADER, "")
+        # Constant time, on bytes: compare_digest refuses non-ASCII str, and headers may hold any byte.
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected):
+            return error_response(401, "unauthorized", f"missing or wrong {API_KEY_HEADER} header")
+        return await handler(request)
+
+    return require_key
+
+
+def _shown(value: object) -> str:
+    """A rejected value as echoed back: text, and short (a client may send megabytes)."""
+    shown = value if isinstance(value, str) else json.dumps(value, default=str)
+    return shown if len(shown) <= 200 else shown[:200] + "…"
+
+
+# --- parameters ---------------------------------------------------------------------------
+
+Parser = Callable[[str, str], Any]  # (parameter name, raw text) -> value, or InvalidParameter
+
+
+def _matching(pattern: str, expected: str, normalise: Callable[[str], Any] = str) -> Parser:
+    compiled = re.compile(pattern)
+
+    def parse(name: str, raw: str) -> Any:
+        if not compiled.fullmatch(raw):
+            raise InvalidParameter(name, raw, expected)
+        return normalise(raw)
+
+    return parse
+
+
+def _choice(options: Sequence[str]) -> Parser:
+    def parse(name: str, raw: str) -> str:
+        if raw not in options:
+            raise InvalidParameter(name, raw, "one of " + ", ".join(options))
+        return raw
+
+    return parse
+
+
+def _integer(low: int, high: int) -> Parser:
+    def parse(name: str, raw: str) -> int:
+        # Digits only: int() would also take "+5", " 5" and "5_0".
+        if not (raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
+            raise InvalidParameter(name, raw, f"an integer from {low} to {high}")
+        return int(raw)
+
+    return parse
+
+
+def _text_id(name: str, raw: str) -> str:
+    if not (1 <= len(raw) <= spec.TEXT_ID_MAX) or "\x00" in raw:
+        raise InvalidParameter(name, raw, f"1 to {spec.TEXT_ID_MAX} characters, no NUL")
+    return raw
+
+
+def _boolean(name: str, raw: str) -> bool:
+    if raw not in ("true", "false"):
+        raise InvalidParameter(name, raw, "true or false")
+    return raw == "true"
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:([Zz])|([+-])(\d\d):(\d\d))", re.ASCII
+)
+
+
+def _timestamp(name: str, raw: str) -> datetime:
+    """RFC 3339 date-time (the document's ``format: date-time``), offset required: a bare local
+    time would silently mean the server's zone. Digits past the microsecond are dropped."""
+    expected = "an RFC 3339 date-time with Z or an offset, e.g. 2025-01-27T10:00:00Z"
+    found = _RFC3339.fullmatch(raw)
+    if found is None:
+        raise InvalidParameter(name, raw, expected)
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = found.groups()
+    if off_m is not None and (int(off_h) > 23 or int(off_m) > 59):
+        raise InvalidParameter(name, raw, expected)
+    try:
+        offset = timedelta(0) if zulu else int(sign + "1") * timedelta(hours=int(off_h), minutes=int(off_m))
+        micro = int((fraction or "0")[:6].ljust(6, "0"))
+        return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, timezone(offset))
+    except ValueError:  # 30 February, hour 24, offset beyond 23:59, ...
+        raise InvalidParameter(name, raw, expected) from None
+
+
+_SYMBOL_RULE = "a symbol: a letter or digit, then letters, digits, '.', '_' or '-', 50 at most"
+_symbol = _matching(spec.SYMBOL_PATTERN, _SYMBOL_RULE, str.upper)
+_side = _matching(spec.SIDE_PATTERN, "Buy or Sell (any case)", str.capitalize)
+
+ORDER_PARAMETERS: Mapping[str, Parser] = {
+    "asset": _symbol,
+    "status": _choice(ORDER_STATUSES),
+    "signal_id": _text_id,
+    "order_id": _text_id,
+    "side": _side,
+    "is_dry_run": _boolean,
+    "date_from": _timestamp,
+    "date_to": _timestamp,
+    "page": _integer(1, spec.PAGE_MAX),
+    "page_size": _integer(1, spec.PAGE_SIZE_MAX),
+    "sort_by": _choice(SORT_FIELDS),
+    "sort_order": _choice(SORT_ORDERS),
+}
+_PAGE_FIELDS = ("page", "page_size", "sort_by", "sort_order")
+
+
+def read_query(request: web.Request, parsers: Mapping[str, Parser]) -> dict[str, Any]:
+    """The query parameters, parsed; unknown or repeated ones are refused, not ignored: a typo
+    like ``assets=BTCUSDT`` silently returning every order is worse than a 400."""
+    values: dict[str, Any] = {}
+    for name in dict.fromkeys(request.query):
+        given = request.query.getall(name)
+        if name not in parsers:
+            accepted = ", ".join(parsers) if parsers else "none"
+            raise InvalidParameter(name, given[0], f"no such parameter (accepted: {accepted})")
+        if len(given) > 1:
+            raise InvalidParameter(name, given, "a single value")
+        values[name] = parsers[name](name, given[0])
+    return values
+
+
+def read_sync_request(body: object) -> tuple[str, str | None]:
+    if not isinstance(body, dict):
+        raise InvalidBody('the body must be a JSON object like {"scope": "active"}')
+    for name in body:
+        if name not in ("scope", "asset"):
+            raise InvalidParameter(name, body[name], "no such field (accepted: scope, asset)")
+    scope = body.get("scope")
+    if scope not in spec.SYNC_SCOPES:
+        raise InvalidParameter("scope", scope, "one of " + ", ".join(spec.SYNC_SCOPES))
+    asset = body.get("asset")
+    if asset is None and "asset" not in body:
+        return scope, None
+    if not isinstance(asset, str):
+        raise InvalidParameter("asset", asset, _SYMBOL_RULE)
+    return scope, _symbol("asset", asset)
+
+
+async def _json_body(request: web.Request) -> object:
+    # The body is read as JSON whatever its Content-Type: `curl -d` without -H sends a form type.
+    raw = await request.read()
+    try:
+        return json.loads(raw, parse_float=Decimal)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        raise InvalidBody("the body is not valid JSON") from None
+
+
+# --- representations ----------------------------------------------------------------------
+
+
+def _json(body: object, status: int = 200) -> web.Response:
+    # events.dumps: Decimals as strings, datetimes as ISO 8601 UTC with Z, UUIDs as text.
+    return web.Response(body=dumps(body), status=status, content_type="application/json")
+
+
+def _pick(row: Row, columns: Sequence[str]) -> dict[str, Any]:
+    return {column: row[column] for column in columns}
+
+
+def _signed(side: str, quantity: Decimal) -> Decimal:
+    return quantity if side == "Buy" else -quantity
+
+
+def lineage_json(lineage: Lineage) -> dict[str, Any]:
+    signal = lineage.signal
+    return {
+        # signal_timestamp is the signal's own "timestamp" field: shown under that name.
+        "signal": {_SIGNAL_NAMES.get(name, name): signal[name] for name in _SIGNAL_FIELDS},
+        "decision": signal["decision"],
+        "rejection": None if signal["rejection_code"] is None else {
+            "code": signal["rejection_code"],
+            "message": signal["rejection_message"],
+            "details": signal["rejection_details"],
+        },
+        "orders": [{**_pick(row, ORDER_COLUMNS), "relationship": _relationship(row)} for row in lineage.orders],
+        "events": [{**_pick(row, _EVENT_FIELDS), "order_id": row["order_uuid"]} for row in lineage.events],
+        "fills": [{**_pick(row, _FILL_FIELDS), "order_id": row["order_uuid"]} for row in lineage.fills],
+        "position_change": _position_change(lineage),
+        "position": None if lineage.position is None else _pick(lineage.position, POSITION_COLUMNS),
+    }  # fmt: skip
+
+
+_SIGNAL_FIELDS = (
+    "signal_id", "status", "signal_type", "asset", "amount", "confidence", "signal_timestamp", "strategy_id",
+    "is_warmup", "trace_id", "raw_payload", "raw_text", "body_size", "attempts", "deliveries", "received_at",
+    "processed_at",
+)  # fmt: skip
+_SIGNAL_NAMES = {"signal_timestamp": "timestamp"}
+_EVENT_FIELDS = ("event_id", "event_type", "trace_id", "created_at", "published_at")
+_FILL_FIELDS = ("id", "side", "quantity", "price", "value", "fee", "source", "filled_at")
+
+
+def _relationship(row: Row) -> dict[str, Any] | None:
+    if row["relationship_type"] is None:
+        return None
+    return {
+        "type": row["relationship_type"],
+        "execution_sequence": row["execution_sequence"],
+        "allocation_amount": row["allocation_amount"],
+        "allocation_quantity": row["allocation_quantity"],
+    }
+
+
+def _position_change(lineage: Lineage) -> dict[str, Any] | None:
+    """What this signal's executions did to the position (dry-run orders never execute)."""
+    if not lineage.orders:
+        return None
+    return {
+        "asset": lineage.orders[0]["asset"],
+        "size_delta": sum((_signed(f["side"], f["quantity"]) for f in lineage.fills), Decimal(0)),
+        "fees": sum((f["fee"] for f in lineage.fills), Decimal(0)),
+    }
+
+
+# --- handlers -----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Handlers:
+    queries: Queries
+    syncer: SyncRunner
+    metrics_source: MetricsSource
+    document: bytes  # serialised once: the document never changes while the process runs
+
+    async def orders(self, request: web.Request) -> web.Response:
+        query = read_query(request, ORDER_PARAMETERS)
+        page = OrderPage(**{name: query.pop(name) for name in _PAGE_FIELDS if name in query})
+        found = await self.queries.orders(OrderFilter(**query), page)
+        pagination = {
+            "page": page.page,
+            "page_size": page.page_size,
+            "total_items": found.total,
+            "total_pages": math.ceil(found.total / page.page_size),
+        }
+        return _json({"orders": [_pick(row, ORDER_COLUMNS) for row in found.rows], "pagination": pagination})
+
+    async def order(self, request: web.Request) -> web.Response:
+        read_query(request, {})
+        key = _text_id("id", request.match_info["id"])
+        row = await self.queries.order(key)
+        if row is None:
+            return _not_found(f"no order with id, order_id or order_link_id {key!r}")
+        return _json(_pick(row, ORDER_COLUMNS))
+
+    async def positions(self, request: web.Request) -> web.Response:
+        asset = read_query(request, {"asset": _symbol}).get("asset")
+        rows = await self.queries.positions(asset)
+        return _json({"positions": [_pick(row, POSITION_COLUMNS) for row in rows]})
+
+    async def position(self, request: web.Request) -> web.Response:
+        read_query(request, {})
+        asset = _symbol("asset", request.match_info["asset"])
+        row = await self.queries.position(asset)
+        if row is None:
+            return _not_found(f"no position in {asset} has ever been held")
+        return _json(_pick(row, POSITION_COLUMNS))
+
+    async def sync(self, request: web.Request) -> web.Response:
+        read_query(request, {})
+        scope, asset = read_sync_request(await _json_body(request))
+        report = await self.syncer.sync(scope, asset)
+        return _json({**attrs.asdict(report), "errors": list(report.errors), "timestamp": now_iso()})
+
+    async def signal(self, request: web.Request) -> web.Response:
+        read_query(request, {})
+        signal_id = _text_id("signal_id", request.match_info["signal_id"])
+        lineage = await self.queries.signal_lineage(signal_id)
+        if lineage is None:
+            return _not_found(f"no signal {signal_id!r} was ever received")
+        return _json(lineage_json(lineage))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        read_query(request, {})
+        snapshot = dict(self.metrics_source.symbol_metrics())
+        return _json({
+            "symbols": {symbol: metrics_fields(snapshot[symbol]) for symbol in sorted(snapshot)},
+            "total": metrics_fields(aggregate(snapshot)),
+            "timestamp": now_iso(),
+        })  # fmt: skip
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        read_query(request, {})
+        return web.Response(body=self.document, content_type="application/json")
+
+
+def _not_found(message: str) -> web.Response:
+    return error_response(404, "not_found", message)

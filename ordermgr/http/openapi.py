@@ -1,0 +1,435 @@
+"""The OpenAPI 3.1 document of the service's HTTP interface, served at ``GET /api/v1/openapi.json``.
+
+It describes the whole service as an operator reaches it: the probes of the parent app and the
+query API mounted under ``/api``, with absolute paths and one server (``/``). The limits and
+patterns it states are constants here, and ``ordermgr.http.api`` enforces exactly these constants, so
+the document and the handlers cannot drift apart silently (tests/test_openapi.py checks the
+running server against this document with schemathesis).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ordermgr import __version__
+from ordermgr.db.queries import ORDER_STATUSES, SIGNAL_STATUSES, SORT_FIELDS, SORT_ORDERS
+
+API_PREFIX = "/api"  # where app.py mounts the sub-app; the paths below include it
+PAGE_DEFAULT = 1
+# Deep OFFSET pages cost a scan of every skipped row; past a million pages, narrow the filters.
+PAGE_MAX = 1_000_000
+PAGE_SIZE_DEFAULT = 20
+PAGE_SIZE_MAX = 100
+# A symbol, as signals accept it (ordermgr.domain.signals); case-insensitive, upper-cased by the API.
+SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$"
+# Free-text identifiers (signal ids are "any text", 1-100 chars): anything but NUL, which
+# PostgreSQL cannot store in text.
+TEXT_ID_PATTERN = r"^[^\u0000]*$"
+TEXT_ID_MAX = 100
+SIDE_PATTERN = r"^([Bb][Uu][Yy]|[Ss][Ee][Ll][Ll])$"  # Buy / Sell, any case
+SYNC_SCOPES = ("active", "all")
+SYNC_STATUSES = ("completed", "partial", "failed")
+DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+
+_DESCRIPTION = """\
+Order Manager: signal-driven order placement on Bybit v5 (linear).
+
+Everything under `/api/` needs the `X-API-Key` header (401 otherwise, checked before anything
+else). Errors always have the shape `{"error": message, "code": machine_code, "details": {...}}`;
+an invalid or unknown query parameter (or one given twice) is a 400 with code
+`invalid_parameter` and `details` = `{parameter, value, expected}`.
+
+Decimals (prices, quantities, fees, PnL) are strings; timestamps are ISO 8601 in UTC with `Z`.
+`GET /api/v1/orders` pages are stable: the sort key, then the order id in the same direction.
+`date_from` and `date_to` both include their bound and filter on `created_at`; a range whose
+`date_from` is after its `date_to` matches nothing. `total_pages` is 0 when nothing matches; a
+page beyond the last one is an empty list with the true totals.
+"""
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """The same schema, also admitting null (OpenAPI 3.1: a type list, no ``nullable``)."""
+    widened = copy.deepcopy(schema)
+    widened["type"] = [schema["type"], "null"]
+    return widened
+
+
+STRING = {"type": "string"}
+BOOLEAN = {"type": "boolean"}
+COUNT = {"type": "integer", "minimum": 0}
+DECIMAL = {"type": "string", "pattern": DECIMAL_PATTERN, "description": "a decimal number, as a string"}
+TIMESTAMP = {"type": "string", "format": "date-time"}
+UUID = {"type": "string", "format": "uuid"}
+MILLISECONDS = {"type": ["number", "null"], "minimum": 0, "description": "milliseconds; null before any sample"}
+
+
+def _object(properties: dict[str, Any], description: str | None = None) -> dict[str, Any]:
+    """A closed object whose every property is always present (null when unknown)."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "required": list(properties),
+        "additionalProperties": False,
+        "properties": properties,
+    }
+    if description:
+        schema["description"] = description
+    return schema
+
+
+ORDER = _object({
+    "id": UUID,
+    "order_id": {**_or_null(STRING), "description": "venue order id; null until the venue acknowledged it"},
+    "order_link_id": {"type": "string", "maxLength": 36},
+    "signal_id": STRING,
+    "asset": STRING,
+    "category": STRING,
+    "side": {"type": "string", "enum": ["Buy", "Sell"]},
+    "order_type": {"type": "string", "enum": ["Market", "Limit"]},
+    "time_in_force": STRING,
+    "reduce_only": BOOLEAN,
+    "status": {"type": "string", "enum": list(ORDER_STATUSES)},
+    "quantity": DECIMAL,
+    "price": _or_null(DECIMAL),
+    "filled_quantity": DECIMAL,
+    "average_price": _or_null(DECIMAL),
+    "fees": DECIMAL,
+    "rejection_reason": _or_null(STRING),
+    "created_at": TIMESTAMP,
+    "updated_at": TIMESTAMP,
+    "executed_at": _or_null(TIMESTAMP),
+    "trace_id": _or_null(STRING),
+    "is_dry_run": BOOLEAN,
+})  # fmt: skip
+
+POSITION = _object({
+    "asset": STRING,
+    "mode": STRING,
+    "size": {**DECIMAL, "description": "signed: negative = short"},
+    "average_entry_price": DECIMAL,
+    "realized_pnl": DECIMAL,
+    "unrealized_pnl": DECIMAL,
+    "fees": DECIMAL,
+    "last_price": _or_null(DECIMAL),
+    "last_updated": TIMESTAMP,
+})  # fmt: skip
+
+RELATIONSHIP = _object({
+    "type": {"type": "string", "enum": ["one_to_one", "one_to_many"]},
+    "execution_sequence": {"type": "integer"},
+    "allocation_amount": DECIMAL,
+    "allocation_quantity": DECIMAL,
+})  # fmt: skip
+
+LINEAGE = _object({
+    "signal": _object({
+        "signal_id": STRING,
+        "status": {"type": "string", "enum": list(SIGNAL_STATUSES)},
+        "signal_type": _or_null(STRING),
+        "asset": _or_null(STRING),
+        "amount": _or_null(DECIMAL),
+        "confidence": _or_null(DECIMAL),
+        "timestamp": _or_null(TIMESTAMP),
+        "strategy_id": _or_null(STRING),
+        "is_warmup": _or_null(BOOLEAN),
+        "trace_id": _or_null(STRING),
+        "raw_payload": {"type": ["object", "null"], "description": "the body as received, when it was a JSON object"},
+        "raw_text": {**_or_null(STRING), "description": "the body when it was not a JSON object (first 64 KiB)"},
+        "body_size": COUNT,
+        "attempts": COUNT,
+        "deliveries": COUNT,
+        "received_at": TIMESTAMP,
+        "processed_at": _or_null(TIMESTAMP),
+    }),
+    "decision": {"type": ["object", "null"], "description": "order type, price and legs as decided"},
+    "rejection": _or_null(_object({
+        "code": STRING,
+        "message": _or_null(STRING),
+        "details": {"type": ["object", "array", "null"], "description": "the failing fields or numbers"},
+    }, "why the signal placed no order; null unless rejected or invalid")),
+    "orders": {
+        "type": "array",
+        "items": {
+            **ORDER,
+            "required": [*ORDER["required"], "relationship"],
+            "properties": {
+                **ORDER["properties"],
+                "relationship": {"oneOf": [{"type": "null"}, _ref("Relationship")]},
+            },
+        },
+    },
+    "events": {
+        "type": "array",
+        "items": _object({
+            "event_id": UUID,
+            "event_type": STRING,
+            "order_id": {**_or_null(UUID), "description": "internal id of the order the event is about"},
+            "trace_id": _or_null(STRING),
+            "created_at": TIMESTAMP,
+            "published_at": {**_or_null(TIMESTAMP), "description": "null while waiting in the outbox"},
+        }),
+    },
+    "fills": {
+        "type": "array",
+        "description": "every execution of the orders, oldest first, as applied to the position",
+        "items": _object({
+            "id": {"type": "integer"},
+            "order_id": {**UUID, "description": "internal id of the order"},
+            "side": {"type": "string", "enum": ["Buy", "Sell"]},
+            "quantity": DECIMAL,
+            "price": _or_null(DECIMAL),
+            "value": {**DECIMAL, "description": "quantity × price, quote currency"},
+            "fee": DECIMAL,
+            "source": {"type": "string", "description": "what reported it: ws_gateway, sync or placement"},
+            "filled_at": TIMESTAMP,
+        }),
+    },
+    "position_change": _or_null(_object(
+        {"asset": STRING, "size_delta": DECIMAL, "fees": DECIMAL},
+        "what the fills moved: signed size (Buy +, Sell -) and fees; null when the signal has no orders",
+    )),
+    "position": {"oneOf": [{"type": "null"}, _ref("Position")], "description": "the asset's position now"},
+})  # fmt: skip
+
+_SYMBOL_METRICS_FIELDS = {
+    "signals_received": COUNT,
+    "signals_accepted": COUNT,
+    "signals_rejected": COUNT,
+    "orders_placed": COUNT,
+    "orders_filled": COUNT,
+    "orders_cancelled": COUNT,
+    "mailbox_depth": COUNT,
+}
+SYMBOL_METRICS = _object({
+    **_SYMBOL_METRICS_FIELDS,
+    "ack_latency_p50_ms": MILLISECONDS,
+    "ack_latency_p99_ms": MILLISECONDS,
+    "position_size": DECIMAL,
+    "unrealized_pnl": DECIMAL,
+}, "counters since the process started; latency percentiles over the most recent acknowledgements")  # fmt: skip
+SERVICE_METRICS = _object({
+    "symbols": COUNT,
+    **_SYMBOL_METRICS_FIELDS,
+    "ack_latency_p50_ms_max": {**MILLISECONDS, "description": "the worst symbol's p50 (percentiles do not add)"},
+    "ack_latency_p99_ms_max": {**MILLISECONDS, "description": "the worst symbol's p99 (percentiles do not add)"},
+    "unrealized_pnl": DECIMAL,
+})  # fmt: skip
+
+ERROR = _object({
+    "error": {"type": "string", "description": "what went wrong, for people"},
+    "code": {"type": "string", "description": "what went wrong, for programs"},
+    "details": {"type": "object"},
+})  # fmt: skip
+
+SCHEMAS: dict[str, Any] = {
+    "Order": ORDER,
+    "Pagination": _object({
+        "page": {"type": "integer", "minimum": 1},
+        "page_size": {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE_MAX},
+        "total_items": COUNT,
+        "total_pages": COUNT,
+    }),
+    "OrderList": _object({"orders": {"type": "array", "items": _ref("Order")}, "pagination": _ref("Pagination")}),
+    "Position": POSITION,
+    "PositionList": _object({"positions": {"type": "array", "items": _ref("Position")}}),
+    "SyncRequest": {
+        "type": "object",
+        "required": ["scope"],
+        "additionalProperties": False,
+        "properties": {
+            "scope": {"type": "string", "enum": list(SYNC_SCOPES),
+                      "description": "active: orders not yet final; all: also adopt our venue orders unknown here"},
+            "asset": {"type": "string", "pattern": SYMBOL_PATTERN, "description": "only this symbol"},
+        },
+    },
+    "SyncReport": _object({
+        "status": {"type": "string", "enum": list(SYNC_STATUSES)},
+        "synced_orders": COUNT,
+        "updated_orders": COUNT,
+        "errors": {"type": "array", "items": STRING},
+        "timestamp": TIMESTAMP,
+    }),
+    "Relationship": RELATIONSHIP,
+    "SignalLineage": LINEAGE,
+    "SymbolMetrics": SYMBOL_METRICS,
+    "ServiceMetrics": SERVICE_METRICS,
+    "Metrics": _object({
+        "symbols": {"type": "object", "additionalProperties": _ref("SymbolMetrics"),
+                    "description": "active symbols by name"},
+        "total": _ref("ServiceMetrics"),
+        "timestamp": TIMESTAMP,
+    }),
+    "Error": ERROR,
+    "Health": _object({"status": {"type": "string", "const": "healthy"}, "timestamp": TIMESTAMP}),
+    "Readiness": _object({
+        "status": {"type": "string", "enum": ["ready", "not_ready"]},
+        "timestamp": TIMESTAMP,
+        "dependencies": _object({
+            name: {"type": "string", "enum": ["available", "unavailable"]}
+            for name in ("database", "rabbitmq", "bybit_api", "ws_gateway")
+        }),
+    }),
+}  # fmt: skip
+
+
+def _query(name: str, schema: dict[str, Any], description: str, example: object = None) -> dict[str, Any]:
+    parameter = {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+    return parameter if example is None else {**parameter, "example": example}
+
+
+def _path(name: str, schema: dict[str, Any], description: str, example: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description,
+            "example": example}  # fmt: skip
+
+
+SYMBOL = {"type": "string", "pattern": SYMBOL_PATTERN}
+TEXT_ID = {"type": "string", "minLength": 1, "maxLength": TEXT_ID_MAX, "pattern": TEXT_ID_PATTERN}
+
+PARAMETERS: dict[str, Any] = {
+    "asset": _query("asset", SYMBOL, "symbol, case-insensitive", "BTCUSDT"),
+    "status": _query("status", {"type": "string", "enum": list(ORDER_STATUSES)}, "order status"),
+    "signal_id": _query("signal_id", TEXT_ID, "orders of this signal", "test-signal-001"),
+    "order_id": _query("order_id", TEXT_ID, "venue order id"),
+    "side": _query("side", {"type": "string", "pattern": SIDE_PATTERN}, "Buy or Sell, case-insensitive"),
+    "is_dry_run": _query("is_dry_run", BOOLEAN, "true: only dry-run orders; false: only real ones"),
+    "date_from": _query("date_from", TIMESTAMP, "created at or after (RFC 3339, with Z or an offset)",
+                        "2025-01-27T10:00:00Z"),
+    "date_to": _query("date_to", TIMESTAMP, "created at or before (RFC 3339, with Z or an offset)"),
+    "page": _query("page", {"type": "integer", "minimum": 1, "maximum": PAGE_MAX, "default": PAGE_DEFAULT},
+                   "1-based page number"),
+    "page_size": _query("page_size", {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE_MAX,
+                                      "default": PAGE_SIZE_DEFAULT}, "orders per page"),
+    "sort_by": _query("sort_by", {"type": "string", "enum": list(SORT_FIELDS), "default": SORT_FIELDS[0]},
+                      "sort key; orders never executed come last when sorting by executed_at"),
+    "sort_order": _query("sort_order", {"type": "string", "enum": list(SORT_ORDERS), "default": "desc"},
+                         "direction"),
+}  # fmt: skip
+ORDER_FILTERS = tuple(PARAMETERS)  # the query parameters of GET /api/v1/orders, in order
+
+
+def _param(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/parameters/{name}"}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(description, _ref("Error"))
+
+
+RESPONSES = {
+    "BadRequest": _error("invalid or unknown parameter, or invalid body (code invalid_parameter / invalid_body)"),
+    "Unauthorized": _error("X-API-Key missing or wrong (code unauthorized)"),
+    "NotFound": _error("no such resource (code not_found)"),
+    "Conflict": _error("a sync is already running (code sync_in_progress)"),
+    "Unavailable": _error("PostgreSQL unreachable or too slow (code database_unavailable)"),
+    "InternalError": _error("a bug: logged with its traceback (code internal_error)"),
+}
+
+
+def _errors(*names: str) -> dict[str, Any]:
+    codes = {"BadRequest": "400", "Unauthorized": "401", "NotFound": "404", "Conflict": "409", "InternalError": "500",
+             "Unavailable": "503"}  # fmt: skip
+    return {codes[name]: {"$ref": f"#/components/responses/{name}"} for name in sorted(names, key=codes.__getitem__)}
+
+
+def _get(operation_id: str, summary: str, ok: dict[str, Any], errors: tuple[str, ...],
+         parameters: list[dict[str, Any]] | None = None, tag: str = "api") -> dict[str, Any]:  # fmt: skip
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": [tag],
+        "responses": {"200": ok, **_errors(*errors)},
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    return {"get": operation}
+
+
+_PROBE = {"security": [], "tags": ["probes"]}
+_API_ERRORS = ("BadRequest", "Unauthorized", "InternalError")  # every /api operation
+
+
+def _probes() -> dict[str, Any]:
+    health = _json("the process and its event loop are alive", _ref("Health"))
+    paths = {
+        "/health": {"get": {"operationId": "health", "summary": "liveness", **_PROBE, "responses": {"200": health}}},
+        "/live": {"get": {"operationId": "live", "summary": "liveness (alias)", **_PROBE, "responses": {"200": health}}},
+        "/ready": {"get": {
+            "operationId": "ready", "summary": "readiness with each dependency", **_PROBE,
+            "responses": {
+                "200": _json("ready to take signals", _ref("Readiness")),
+                "503": _json("database or broker down, reconciliation pending, or stopping", _ref("Readiness")),
+            },
+        }},
+    }  # fmt: skip
+    return paths
+
+
+def _api_paths() -> dict[str, Any]:
+    v1 = f"{API_PREFIX}/v1"
+    sync_body = {"schema": _ref("SyncRequest"), "example": {"scope": "active"}}
+    sync_request = {"required": True, "content": {"application/json": sync_body}}
+    return {
+        f"{v1}/orders": _get(
+            "listOrders", "orders, filtered and paged", _json("one page of orders", _ref("OrderList")),
+            (*_API_ERRORS, "Unavailable"), [_param(name) for name in ORDER_FILTERS],
+        ),
+        f"{v1}/orders/{{id}}": _get(
+            "getOrder", "one order by internal id, venue order_id or order_link_id",
+            _json("the order", _ref("Order")), (*_API_ERRORS, "NotFound", "Unavailable"),
+            [_path("id", TEXT_ID, "internal uuid, venue order_id, or order_link_id",
+                   "fd4300ae-7847-404e-b947-b46980a4d140")],
+        ),
+        f"{v1}/positions": _get(
+            "listPositions", "positions", _json("every position (filtered by asset)", _ref("PositionList")),
+            (*_API_ERRORS, "Unavailable"), [_param("asset")],
+        ),
+        f"{v1}/positions/{{asset}}": _get(
+            "getPosition", "the position in one asset", _json("the position", _ref("Position")),
+            (*_API_ERRORS, "NotFound", "Unavailable"),
+            [_path("asset", SYMBOL, "symbol, case-insensitive; 404 when never held", "BTCUSDT")],
+        ),
+        f"{v1}/sync": {"post": {
+            "operationId": "sync", "summary": "synchronise orders with the venue now", "tags": ["api"],
+            "requestBody": sync_request,
+            "responses": {"200": _json("what the sync did", _ref("SyncReport")),
+                          **_errors(*_API_ERRORS, "Conflict", "Unavailable")},
+        }},
+        f"{v1}/signals/{{signal_id}}": _get(
+            "getSignalLineage", "a signal's lineage: raw signal, decision, orders, events, fills, position",
+            _json("the lineage", _ref("SignalLineage")), (*_API_ERRORS, "NotFound", "Unavailable"),
+            [_path("signal_id", TEXT_ID, "the signal id as model-service sent it", "test-signal-001")],
+        ),
+        f"{v1}/metrics": _get(
+            "getMetrics", "per-symbol and service-wide metrics", _json("the metrics", _ref("Metrics")), _API_ERRORS
+        ),
+        f"{v1}/openapi.json": _get(
+            "getOpenApi", "this document", _json("the OpenAPI 3.1 document", {"type": "object"}), _API_ERRORS
+        ),
+    }  # fmt: skip
+
+
+def build_document() -> dict[str, Any]:
+    """A fresh copy each call: callers may not mutate the served document by accident."""
+    return copy.deepcopy({
+        "openapi": "3.1.0",
+        "info": {"title": "ordermgr", "version": __version__, "description": _DESCRIPTION},
+        "servers": [{"url": "/", "description": "the service's HTTP port (ORDER_MANAGER_PORT)"}],
+        "security": [{"ApiKey": []}],
+        "tags": [{"name": "api", "description": "query API (X-API-Key)"},
+                 {"name": "probes", "description": "health probes (no key)"}],
+        "paths": {**_probes(), **_api_paths()},
+        "components": {
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "schemas": SCHEMAS,
+            "parameters": PARAMETERS,
+            "responses": RESPONSES,
+        },
+    })  # fmt: skip

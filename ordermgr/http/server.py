@@ -1,0 +1,88 @@
+"""The aiohttp server: probes (open) and the REST API under ``/api/`` (X-API-Key).
+
+Handlers never mutate state: aiohttp may cancel a handler when its client disconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import anyio
+from aiohttp import web
+from anyio.abc import TaskStatus
+
+log = logging.getLogger(__name__)
+
+DEPENDENCIES = ("database", "rabbitmq", "bybit_api", "ws_gateway")
+
+
+class ServiceStatus(Protocol):
+    """What the probes need to know about the running service."""
+
+    async def dependencies(self) -> Mapping[str, bool]:
+        """Availability of each name in DEPENDENCIES, checked now (bounded in time)."""
+        ...
+
+    def is_ready(self, dependencies: Mapping[str, bool]) -> bool:
+        """Ready to take signals: database and broker up, startup reconciliation done, not stopping."""
+        ...
+
+
+STATUS = web.AppKey("status", ServiceStatus)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def error_response(status: int, code: str, message: str, details: Mapping[str, Any] | None = None) -> web.Response:
+    """The one error shape of the API: ``{"error", "code", "details"}``."""
+    return web.json_response({"error": message, "code": code, "details": dict(details or {})}, status=status)
+
+
+async def health(request: web.Request) -> web.Response:
+    # Answered from the event loop alone: if this responds, the loop is alive.
+    return web.json_response({"status": "healthy", "timestamp": now_iso()})
+
+
+async def ready(request: web.Request) -> web.Response:
+    status = request.app[STATUS]
+    dependencies = await status.dependencies()
+    is_ready = status.is_ready(dependencies)
+    body = {
+        "status": "ready" if is_ready else "not_ready",
+        "timestamp": now_iso(),
+        "dependencies": {name: "available" if dependencies.get(name) else "unavailable" for name in DEPENDENCIES},
+    }
+    return web.json_response(body, status=200 if is_ready else 503)
+
+
+def create_app(status: ServiceStatus, *, api: web.Application | None = None) -> web.Application:
+    """The probes, and the REST API (``ordermgr.http.api``) mounted under ``/api``."""
+    app = web.Application()
+    app[STATUS] = status
+    app.add_routes([web.get("/health", health), web.get("/live", health), web.get("/ready", ready)])
+    if api is not None:
+        app.add_subapp("/api", api)
+    return app
+
+
+async def serve(
+    app: web.Application, host: str, port: int, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve ``app`` until cancelled; ``task_status.started`` gets the bound port (0 → a free one)."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_port: int = runner.addresses[0][1]
+        log.info("http listening", extra={"host": host, "port": bound_port})
+        task_status.started(bound_port)
+        await anyio.sleep_forever()
+    finally:
+        with anyio.move_on_after(5, shield=True):
+            await runner.cleanup()
