@@ -12,22 +12,21 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 from urllib.parse import parse_qsl
 
 import anyio
 from aiohttp import web
 
 from ordermgr.paper import auth, queries, wire
+from ordermgr.paper.config import PaperConfig
 from ordermgr.paper.engine import Engine
 from ordermgr.paper.errors import VenueError, param_error
+from ordermgr.paper.faults import Faults
 from ordermgr.paper.instruments import Listing
-from ordermgr.paper.limits import READ_LIMIT, WRITE_LIMIT, LimitStatus
+from ordermgr.paper.limits import READ_LIMIT, WRITE_LIMIT, LimitStatus, RateLimits
 from ordermgr.paper.records import Order
 from ordermgr.paper.rules import Params, check_category, text
-
-if TYPE_CHECKING:
-    from ordermgr.paper.venue import PaperVenue
 
 Json = dict[str, object]
 Action = Callable[[Params], object]
@@ -54,10 +53,26 @@ def bybit_response(body: Json, headers: Mapping[str, str] | None = None) -> web.
     return web.json_response(body, headers=extra | dict(headers or {}))
 
 
+class PaperControls(Protocol):
+    """What the routes need of the venue that serves them (``venue.PaperVenue``). Read per
+    request: a reset swaps the engine and the rate limits."""
+
+    config: PaperConfig
+    faults: Faults
+    limits: RateLimits
+    engine: Engine
+
+    def set_price(self, symbol: str, price: Decimal | str) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def state(self) -> dict[str, object]: ...
+
+
 class VenueHttp:
     """The routes of one venue; ``closing`` is set when the server starts shutting down."""
 
-    def __init__(self, venue: PaperVenue, closing: anyio.Event) -> None:
+    def __init__(self, venue: PaperControls, closing: anyio.Event) -> None:
         self._venue = venue
         self._closing = closing
 
