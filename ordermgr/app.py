@@ -24,14 +24,15 @@ from ordermgr.actors.symbol import SymbolActor
 from ordermgr.actors.sync import SyncService
 from ordermgr.actors.timers import every, snapshot_tick, sync_tick, validation_tick
 from ordermgr.amqp.broker import (
-    ORDER_UPDATES_ARGUMENTS, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE, Broker, Delivery, Publisher, consume, hand_over_to,
+    ORDER_EVENTS_QUEUE, ORDER_UPDATES_ARGUMENTS, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE, Broker, Delivery, Publisher, consume,
+    hand_over_to,
 )  # fmt: skip
-from ordermgr.amqp.ws_gateway import keep_subscribed
+from ordermgr.amqp.ws_gateway import keep_subscribed, order_events_to
 from ordermgr.bybit.exchange import BybitExchange
 from ordermgr.config import Config
 from ordermgr.db.migrate import apply_migrations
 from ordermgr.db.queries import Queries
-from ordermgr.db.store import PgStore, until_stored
+from ordermgr.db.store import PgStore
 from ordermgr.domain.decision import DecisionSettings
 from ordermgr.domain.errors import VenueAuthError, VenueUnavailable
 from ordermgr.domain.model import Instrument
@@ -40,6 +41,7 @@ from ordermgr.http.server import create_app, serve
 from ordermgr.metrics import metrics_log_fields
 from ordermgr.paper import PaperConfig, PaperVenue
 from ordermgr.paper.instruments import LISTINGS
+from ordermgr.ports import OrderEventDelivery, until_stored
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +235,7 @@ async def run_trading(
     # Mailboxes and the intake stream hold more than the prefetch: routing never waits on a slow symbol.
     capacity = 2 * config.prefetch + 16
     async with anyio.create_task_group() as events:
-        events.start_soon(run_outbox, store, publisher, wakeup)
+        events.start_soon(run_outbox, store, publisher, ORDER_EVENTS_QUEUE, wakeup)
         with anyio.CancelScope() as drain:
             async with open_supervisor(lambda symbol: SymbolActor(symbol, deps), capacity) as supervisor:
                 async with anyio.create_task_group() as background:
@@ -251,7 +253,7 @@ async def run_trading(
                 drain.deadline = anyio.current_time() + config.drain_timeout_s
         if drain.cancelled_caught:
             log.warning("drain timed out; unacknowledged signals return to the queue")
-        await flush_outbox(store, publisher, timeout_s=5.0)
+        await flush_outbox(store, publisher, ORDER_EVENTS_QUEUE, timeout_s=5.0)
         events.cancel_scope.cancel()
 
 
@@ -284,12 +286,13 @@ async def _log_metrics(supervisor: Supervisor) -> None:
 
 async def _follow_orders(broker: Broker, supervisor: Supervisor, prefetch: int, capacity: int) -> None:
     """Consume ws-gateway's order events, declared exactly as ws-gateway declares the queue."""
-    send, receive = anyio.create_memory_object_stream[Delivery](capacity)
+    send, receive = anyio.create_memory_object_stream[OrderEventDelivery](capacity)
 
     with send:
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_order_updates, receive, supervisor)
-            await consume(broker, ORDER_UPDATES_QUEUE, hand_over_to(send), prefetch=prefetch, arguments=ORDER_UPDATES_ARGUMENTS)
+            await consume(broker, ORDER_UPDATES_QUEUE, order_events_to(send), prefetch=prefetch,
+                          arguments=ORDER_UPDATES_ARGUMENTS)  # fmt: skip
 
 
 async def _take_signals(

@@ -21,16 +21,16 @@ from typing import Any
 import attrs
 
 from ordermgr.actors.deps import ActorDeps
-from ordermgr.db.store import FillRecord, until_stored
 from ordermgr.domain import decision, orders
 from ordermgr.domain.errors import VenueUnavailable
 from ordermgr.domain.events import order_event, text
 from ordermgr.domain.model import (
-    Accepted, OrderRecord, OrderRequest, OrderType, Rejected, Side, Signal, Unavailable, Unknown, VenueExecution,
-    VenueOrder, VenuePosition, WriteOutcome,
+    Accepted, FillRecord, OrderRecord, OrderRequest, OrderType, Rejected, Side, Signal, Unavailable, Unknown,
+    VenueExecution, VenueOrder, VenuePosition, WriteOutcome,
 )  # fmt: skip
 from ordermgr.domain.positions import Position, apply_fill, unrealized_pnl
 from ordermgr.metrics import MetricsRecorder, SymbolMetrics
+from ordermgr.ports import until_stored
 
 log = logging.getLogger(__name__)
 

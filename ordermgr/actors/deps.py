@@ -8,10 +8,9 @@ from decimal import Decimal
 
 import attrs
 
-from ordermgr.db.store import PgStore
 from ordermgr.domain.decision import DecisionSettings
 from ordermgr.domain.model import Instrument
-from ordermgr.ports import Venue
+from ordermgr.ports import Store, Venue
 
 
 class ExposureBook:
@@ -30,7 +29,7 @@ class ExposureBook:
 
 @attrs.frozen
 class ActorDeps:
-    store: PgStore
+    store: Store
     venue: Venue
     settings: DecisionSettings
     exposure: ExposureBook

@@ -4,7 +4,6 @@ symbol's actor."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,14 +14,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ordermgr.actors.messages import OrderUpdate, SignalReceived
 from ordermgr.actors.supervisor import Supervisor
-from ordermgr.amqp.broker import Delivery
-from ordermgr.bybit.wire import parse_order
-from ordermgr.db.store import PgStore, until_stored
 from ordermgr.domain.decision import is_own_order_link_id
 from ordermgr.domain.errors import VenueUnavailable
 from ordermgr.domain.events import order_event
-from ordermgr.domain.model import VenueOrder
 from ordermgr.domain.signals import InvalidSignal, decode_signal
+from ordermgr.ports import Delivery, OrderEventDelivery, Store, until_stored
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +28,7 @@ KnownSymbols = Callable[[], Awaitable[frozenset[str]]]
 async def run_intake(
     deliveries: MemoryObjectReceiveStream[Delivery],
     supervisor: Supervisor,
-    store: PgStore,
+    store: Store,
     known_symbols: KnownSymbols,
     wake_outbox: Callable[[], None],
     *,
@@ -68,7 +64,7 @@ async def _symbols_when_known(known_symbols: KnownSymbols) -> frozenset[str]:
 
 
 async def _answer_invalid(
-    invalid: InvalidSignal, delivery: Delivery, store: PgStore, wake_outbox: Callable[[], None], now: datetime
+    invalid: InvalidSignal, delivery: Delivery, store: Store, wake_outbox: Callable[[], None], now: datetime
 ) -> None:
     context = {"trace_id": invalid.trace_id, "signal_id": invalid.signal_id, "asset": invalid.asset}
     problems = [{"field": p.field, "rule": p.rule} for p in invalid.problems]
@@ -82,21 +78,13 @@ async def _answer_invalid(
     await delivery.ack()
 
 
-async def run_order_updates(deliveries: MemoryObjectReceiveStream[Delivery], supervisor: Supervisor) -> None:
+async def run_order_updates(events: MemoryObjectReceiveStream[OrderEventDelivery], supervisor: Supervisor) -> None:
     """ws-gateway order events: ours go to their symbol's actor (which acks after merging);
-    others are counted and acknowledged (contract §3.2)."""
-    async with deliveries:
-        async for delivery in deliveries:
-            order = _order_of(delivery.body)
+    others, and those the adapter could not read, are counted and acknowledged (contract §3.2)."""
+    async with events:
+        async for event in events:
+            order = event.order
             if order is None or not is_own_order_link_id(order.order_link_id):
-                await delivery.ack()
+                await event.delivery.ack()
                 continue
-            await supervisor.route(order.symbol, OrderUpdate(order, delivery))
-
-
-def _order_of(body: bytes) -> VenueOrder | None:
-    try:
-        return parse_order(json.loads(body)["payload"])
-    except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
-        log.warning("order event not understood; dropped", extra={"error": repr(exc), "body": body[:200].decode(errors="replace")})
-        return None
+            await supervisor.route(order.symbol, OrderUpdate(order, event.delivery))

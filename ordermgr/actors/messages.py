@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ordermgr.domain.model import Signal, VenueOrder, VenuePosition
-
-
-class Delivery(Protocol):
-    """A broker message in hand (``broker.Delivery``): acknowledge once its outcome is committed."""
-
-    @property
-    def redelivered(self) -> bool: ...
-
-    async def ack(self) -> None: ...
-
-    async def requeue(self) -> None: ...
+from ordermgr.ports import Delivery
 
 
 @attrs.frozen

@@ -7,9 +7,8 @@ import logging
 
 import anyio
 
-from ordermgr.amqp.broker import ORDER_EVENTS_QUEUE, Publisher
-from ordermgr.db.store import PgStore
 from ordermgr.domain.errors import BrokerUnavailable, StoreUnavailable
+from ordermgr.ports import EventPublisher, Store
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +28,26 @@ class OutboxWakeup:
         self._event = anyio.Event()
 
 
-async def publish_pending(store: PgStore, publisher: Publisher, *, batch: int = 200) -> int:
+async def publish_pending(store: Store, publisher: EventPublisher, queue: str, *, batch: int = 200) -> int:
     """Publish one batch of unpublished events in commit order; return how many were sent."""
     rows = await store.unpublished_events(batch)
     for row in rows:
         await publisher.publish(
-            ORDER_EVENTS_QUEUE, row.body, message_id=str(row.event_id), headers={"trace_id": row.trace_id or ""}
+            queue, row.body, message_id=str(row.event_id), headers={"trace_id": row.trace_id or ""}
         )
     if rows:
         await store.mark_published([row.seq for row in rows])
     return len(rows)
 
 
-async def run_outbox(store: PgStore, publisher: Publisher, wakeup: OutboxWakeup, *, poll_s: float = 1.0) -> None:
+async def run_outbox(
+    store: Store, publisher: EventPublisher, queue: str, wakeup: OutboxWakeup, *, poll_s: float = 1.0
+) -> None:
     """Publish until cancelled; events are at-least-once (``event_id`` lets consumers dedupe)."""
     failures = 0
     while True:
         try:
-            sent = await publish_pending(store, publisher)
+            sent = await publish_pending(store, publisher, queue)
             failures = 0
         except (BrokerUnavailable, StoreUnavailable) as exc:
             failures += 1
@@ -58,11 +59,11 @@ async def run_outbox(store: PgStore, publisher: Publisher, wakeup: OutboxWakeup,
             await wakeup.wait(poll_s)
 
 
-async def flush_outbox(store: PgStore, publisher: Publisher, *, timeout_s: float) -> None:
+async def flush_outbox(store: Store, publisher: EventPublisher, queue: str, *, timeout_s: float) -> None:
     """At shutdown: publish what is left, bounded in time; the rest leaves at the next start."""
     with anyio.move_on_after(timeout_s, shield=True):
         try:
-            while await publish_pending(store, publisher):
+            while await publish_pending(store, publisher, queue):
                 pass
         except (BrokerUnavailable, StoreUnavailable) as exc:
             log.warning("order events left in the outbox for the next start", extra={"error": str(exc)})

@@ -28,10 +28,12 @@ from ordermgr.actors.deps import ActorDeps
 from ordermgr.actors.messages import (
     ActorMessage, AdoptOrder, GetState, OrderUpdate, SignalReceived, SnapshotTick, SyncRequest, ValidatePosition,
 )  # fmt: skip
-from ordermgr.db.store import SignalRecord, until_stored
 from ordermgr.domain.errors import VenueAuthError, VenueUnavailable
 from ordermgr.domain.events import order_event
-from ordermgr.domain.model import Accepted, OrderRecord, OrderRequest, Rejected, Side, Signal, Unknown, WriteOutcome
+from ordermgr.domain.model import (
+    Accepted, OrderRecord, OrderRequest, Rejected, Side, Signal, SignalRecord, Unknown, WriteOutcome,
+)  # fmt: skip
+from ordermgr.ports import until_stored
 
 log = logging.getLogger(__name__)
 

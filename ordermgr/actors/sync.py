@@ -11,12 +11,11 @@ from datetime import UTC, datetime, timedelta
 from ordermgr.actors.book import SyncResult
 from ordermgr.actors.messages import AdoptOrder, GetState, SyncRequest, ValidatePosition
 from ordermgr.actors.supervisor import Supervisor
-from ordermgr.db.store import PgStore
 from ordermgr.domain.decision import link_key_of
 from ordermgr.domain.errors import SyncInProgress, VenueUnavailable
 from ordermgr.domain.model import SyncReport
 from ordermgr.metrics import SymbolMetrics
-from ordermgr.ports import Venue
+from ordermgr.ports import Store, Venue
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ ADOPTION_LOOKBACK = timedelta(days=7)  # Bybit keeps order history for seven day
 class SyncService:
     """Bound to the supervisor once trading has started; until then it reports failure."""
 
-    def __init__(self, store: PgStore) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
         self._venue: Venue | None = None
         self._supervisor: Supervisor | None = None

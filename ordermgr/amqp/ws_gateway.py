@@ -1,18 +1,51 @@
-"""The order-channel subscription at ws-gateway (contract §3.2). Failure is never fatal: it
-is retried in the background, /ready shows ws_gateway unavailable meanwhile, and the
-periodic sync keeps orders right without events."""
+"""ws-gateway: its order events (the envelope around a Bybit order) and the order-channel
+subscription (contract §3.2). A failed subscription is never fatal: it is retried in the
+background, /ready shows ws_gateway unavailable meanwhile, and the periodic sync keeps orders
+right without events."""
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from ordermgr.amqp.broker import Delivery
+from ordermgr.bybit.wire import parse_order
+from ordermgr.domain.model import VenueOrder
+from ordermgr.ports import OrderEventDelivery
 
 log = logging.getLogger(__name__)
 
 RECHECK_INTERVAL_S = 60.0
+
+
+def order_of_event(body: bytes) -> VenueOrder | None:
+    """The Bybit order inside a ws-gateway order event; None (logged) when it is not one."""
+    try:
+        payload = json.loads(body)["payload"]
+        if not isinstance(payload, dict):  # a null or list payload would break the parser
+            raise TypeError(f"payload is {type(payload).__name__}, not an object")
+        return parse_order(payload)
+    except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+        log.warning("order event not understood; dropped", extra={"error": repr(exc), "body": body[:200].decode(errors="replace")})
+        return None
+
+
+def order_events_to(send: MemoryObjectSendStream[OrderEventDelivery]) -> Callable[[Delivery], Awaitable[None]]:
+    """A ``consume`` callback that reads each order event and hands it on without waiting;
+    when the stream is full or closing the delivery is requeued, so the broker keeps it."""
+
+    async def hand_over(delivery: Delivery) -> None:
+        try:
+            send.send_nowait(OrderEventDelivery(order_of_event(delivery.body), delivery))
+        except (anyio.WouldBlock, anyio.ClosedResourceError):
+            await delivery.requeue()
+
+    return hand_over
 
 
 async def keep_subscribed(

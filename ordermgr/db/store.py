@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -24,14 +24,12 @@ from psycopg_pool import AsyncConnectionPool
 from ordermgr.domain.decision import link_key
 from ordermgr.domain.errors import StoreUnavailable
 from ordermgr.domain.events import OrderEvent, dumps
-from ordermgr.domain.model import OrderRecord, Signal
+from ordermgr.domain.model import FillRecord, OrderRecord, OutboxRow, Signal, SignalRecord
 from ordermgr.domain.positions import Position, unrealized_pnl
 from ordermgr.domain.signals import InvalidSignal
 
 log = logging.getLogger(__name__)
-P = ParamSpec("P")
 POSITION_MODE = "one_way"  # Bybit linear one-way mode: one signed position per symbol
-T = TypeVar("T")
 
 
 class PgStore:
@@ -506,53 +504,5 @@ def _order(row: dict[str, Any]) -> OrderRecord:
     return OrderRecord(**row)
 
 
-@attrs.frozen
-class SignalRecord:
-    """What we already know of a signal id when it arrives (again)."""
-
-    signal_id: str
-    status: str
-    attempts: int
-    deliveries: int
-    is_new: bool
-
-
-@attrs.frozen
-class FillRecord:
-    """One fill delta as it is applied to the position."""
-
-    quantity: Decimal
-    value: Decimal
-    price: Decimal | None
-    fee: Decimal
-    source: str
-    venue_time_ms: int
-    side: str = ""  # Buy / Sell, as read back for a replay
-    # Made once per delta: a transaction redone after a lost COMMIT answer inserts it once.
-    fill_id: uuid.UUID = attrs.field(factory=uuid.uuid4)
-
-
-@attrs.frozen
-class OutboxRow:
-    seq: int
-    event_id: uuid.UUID
-    trace_id: str | None
-    body: bytes
-
-
 def _jsonb(value: object) -> Jsonb:
     return Jsonb(value, dumps=lambda v: dumps(v).decode())
-
-
-async def until_stored(call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run a store call, waiting out database outages with capped backoff (cancellable). Work
-    that must be recorded before it is acknowledged simply waits for the database. Every write
-    is safe to redo: a COMMIT whose answer was lost with the connection may have happened."""
-    delay_s = 0.2
-    while True:
-        try:
-            return await call(*args, **kwargs)
-        except StoreUnavailable as exc:
-            log.error("database unavailable; waiting to record", extra={"error": str(exc), "retry_in_s": delay_s})
-            await anyio.sleep(delay_s)
-            delay_s = min(5.0, delay_s * 2)

@@ -252,6 +252,40 @@ class OrderRecord:
 
 
 @attrs.frozen
+class SignalRecord:
+    """What we already know of a signal id when it arrives (again)."""
+
+    signal_id: str
+    status: str
+    attempts: int
+    deliveries: int
+    is_new: bool
+
+
+@attrs.frozen
+class FillRecord:
+    """One fill delta as it is applied to the position."""
+
+    quantity: Decimal
+    value: Decimal
+    price: Decimal | None
+    fee: Decimal
+    source: str
+    venue_time_ms: int
+    side: str = ""  # Buy / Sell, as read back for a replay
+    # Made once per delta: a transaction redone after a lost COMMIT answer inserts it once.
+    fill_id: uuid.UUID = attrs.field(factory=uuid.uuid4)
+
+
+@attrs.frozen
+class OutboxRow:
+    seq: int
+    event_id: uuid.UUID
+    trace_id: str | None
+    body: bytes
+
+
+@attrs.frozen
 class SyncReport:
     """What one on-demand sync with the venue did (``POST /api/v1/sync``)."""
 

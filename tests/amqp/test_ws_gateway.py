@@ -1,0 +1,69 @@
+"""ws-gateway's order events are read by their adapter: the actors only ever see a venue order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+
+import anyio
+import attrs
+
+from ordermgr.amqp.ws_gateway import order_events_to, order_of_event
+from ordermgr.domain.model import Side
+from ordermgr.ports import OrderEventDelivery
+
+BYBIT_ORDER = {
+    "category": "linear", "symbol": "BTCUSDT", "orderId": "5e1c6a8e-0d4e-4b1e-9b7e-2f0c8f1d2a11",
+    "orderLinkId": "om-0123456789abcdef0123-1-1", "side": "Buy", "orderType": "Market", "price": "66000.0",
+    "qty": "0.015", "orderStatus": "Filled", "cumExecQty": "0.015", "cumExecValue": "975.69", "cumExecFee": "0.5366295",
+    "avgPrice": "65046", "leavesQty": "0", "rejectReason": "EC_NoError", "reduceOnly": False, "timeInForce": "IOC",
+    "createdTime": "1733280000000", "updatedTime": "1733280000012",
+}  # fmt: skip
+
+
+def envelope(payload: object) -> bytes:
+    return json.dumps({"event_id": "e1", "event_type": "order", "topic": "order", "timestamp": "2026-12-04T00:00:00Z",
+                       "received_at": "2026-12-04T00:00:00Z", "payload": payload, "trace_id": None}).encode()  # fmt: skip
+
+
+@attrs.define
+class RecordedDelivery:
+    """A delivery that remembers what was done with it."""
+
+    body: bytes
+    headers: Mapping[str, object] = attrs.field(factory=dict)
+    redelivered: bool = False
+    outcome: str = "unsettled"
+
+    async def ack(self) -> None:
+        self.outcome = "acked"
+
+    async def requeue(self) -> None:
+        self.outcome = "requeued"
+
+
+def test_an_order_event_is_read_as_the_venue_order_it_carries() -> None:
+    order = order_of_event(envelope(BYBIT_ORDER))
+    assert order is not None
+    assert (order.symbol, order.side, order.status) == ("BTCUSDT", Side.BUY, "Filled")
+    assert (order.cum_exec_qty, order.cum_exec_value, order.cum_exec_fee) == (Decimal("0.015"), Decimal("975.69"), Decimal("0.5366295"))
+
+
+def test_a_message_that_is_not_an_order_event_reads_as_none() -> None:
+    bodies = (b"not json", b"[]", envelope(None), envelope([BYBIT_ORDER]), envelope({"symbol": "BTCUSDT"}), b'{"x": 1}')
+    for body in bodies:
+        assert order_of_event(body) is None
+
+
+async def test_events_are_handed_on_read_and_requeued_when_the_stream_is_full() -> None:
+    send, receive = anyio.create_memory_object_stream[OrderEventDelivery](1)
+    hand_over = order_events_to(send)
+    first, second = RecordedDelivery(envelope(BYBIT_ORDER)), RecordedDelivery(b"junk")
+    await hand_over(first)
+    await hand_over(second)  # the stream holds one: the broker keeps this one
+    handed = receive.receive_nowait()
+    assert handed.delivery is first and handed.order is not None and handed.order.order_link_id.startswith("om-")
+    assert (first.outcome, second.outcome) == ("unsettled", "requeued")
+    send.close()
+    receive.close()
