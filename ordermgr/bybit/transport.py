@@ -27,6 +27,9 @@ CLOCK_CODES = frozenset({10002, -1})
 # Server timeout / restarting / "order is processing" and the spot timeouts: the request may
 # have executed (bybit.md §3), so only a lookup can tell.
 UNKNOWN_CODES = frozenset({10000, 10016, 110079, 170001, 170007, 170032, 170146, 170147, 170234})
+# 5xxx: the venue's own server trouble (live Bybit answers 5004 "Server Timeout"), the same as
+# an HTTP 5xx: the request may have gone through (contract §16).
+SERVER_ERROR_CODES = range(5000, 6000)
 _BAD_URL = (
     requests.exceptions.InvalidURL | requests.exceptions.MissingSchema | requests.exceptions.InvalidSchema
 )
@@ -166,7 +169,7 @@ def failure_from_ret_code(code: int, message: str, headers: Mapping[str, str] | 
         return VenueFailure(Kind.RATE_LIMITED, code, message, limit_headers(headers)[1])
     if code in CLOCK_CODES:
         return VenueFailure(Kind.CLOCK, code, message)
-    if code in UNKNOWN_CODES:
+    if code in UNKNOWN_CODES or code in SERVER_ERROR_CODES:
         return VenueFailure(Kind.UNKNOWN, code, message)
     return VenueFailure(Kind.REJECTED, code, message)
 

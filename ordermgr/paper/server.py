@@ -32,6 +32,7 @@ Json = dict[str, object]
 Action = Callable[[Params], object]
 HOLD_POLL_S: Final = 0.2  # how often a held (lost) response checks for the client leaving
 ERROR_MESSAGES: Final = {
+    5004: "Server Timeout",
     10000: "Server Timeout",
     10016: "Server error.",
     10006: "Too many visits!",

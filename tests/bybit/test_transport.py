@@ -56,6 +56,9 @@ def test_signs_with_the_venue_clock_in_pybits_header_format() -> None:
         (10006, Kind.RATE_LIMITED), (10018, Kind.RATE_LIMITED), (429, Kind.RATE_LIMITED),
         (10002, Kind.CLOCK), (-1, Kind.CLOCK),
         (10000, Kind.UNKNOWN), (10016, Kind.UNKNOWN), (170007, Kind.UNKNOWN),
+        # 5xxx are the venue's own server trouble ("5004 Server Timeout"): the order may exist.
+        (5004, Kind.UNKNOWN), (5000, Kind.UNKNOWN), (5999, Kind.UNKNOWN),
+        (4999, Kind.REJECTED), (6000, Kind.REJECTED),
     ],
 )
 def test_ret_code_classes(code: int, kind: Kind) -> None:
