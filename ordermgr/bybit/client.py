@@ -102,19 +102,21 @@ class BybitClient:
     async def read_pages(
         self, method: str, params: Mapping[str, Any], *, max_pages: int = MAX_PAGES
     ) -> list[Mapping[str, Any]]:
-        """Every ``list`` item, following ``nextPageCursor``; all pages or VenueUnavailable."""
+        """Every ``list`` item, following ``nextPageCursor``; all pages or VenueUnavailable.
+
+        Live Bybit puts a cursor on the last page too (contract §16), so the end is an empty
+        page, a missing cursor, or a cursor already followed."""
         items: list[Mapping[str, Any]] = []
         cursor: str | None = None
-        seen: set[str] = set()
+        followed: set[str] = set()
         for _ in range(max_pages):
             page = await self.read(method, **params, cursor=cursor)
-            items.extend(page.get("list") or [])
+            listed = page.get("list") or []
+            items.extend(listed)
             cursor = page.get("nextPageCursor") or None
-            if cursor is None:
+            if not listed or cursor is None or cursor in followed:
                 return items
-            if cursor in seen:
-                raise VenueUnavailable(f"Bybit {method} repeated page cursor {cursor!r}")
-            seen.add(cursor)
+            followed.add(cursor)
         raise VenueUnavailable(f"Bybit {method} has more than {max_pages} pages")
 
     async def request(self, method: str, params: Mapping[str, Any], *, write: bool) -> Reply:

@@ -20,15 +20,21 @@ CLOSED_KEPT_IN_REALTIME: Final = 500  # openOnly=1 shows this many recent closed
 MISSING_SCOPE: Final = "Missing some parameters that must be filled in, symbol or settleCoin or baseCoin"
 
 
-def paginate(items: Sequence[T], params: Params, *, default: int, maximum: int) -> tuple[Sequence[T], str]:
-    """One page and the cursor of the next (``""`` on the last page)."""
+def paginate(
+    items: Sequence[T], params: Params, *, default: int, maximum: int, cursor_on_last_page: bool = True
+) -> tuple[Sequence[T], str]:
+    """One page and the cursor of the next. Live Bybit's order, execution and position lists
+    carry a cursor on their last page too (captured in tests/data/bybit-v5), and following it
+    gives an empty page with ``""``; its instrument list ends with ``""``."""
     limit = _int(params, "limit", default)
     if not 1 <= limit <= maximum:
         raise param_error(f"params error: limit must be in [1, {maximum}]")
     offset = _cursor(text(params, "cursor"))
-    end = offset + limit
+    page = items[offset : offset + limit]
+    end = offset + len(page)
+    more = end < len(items) or (cursor_on_last_page and len(page) > 0)
     # Shaped like Bybit's own cursors ("page_token%3D39380%26"), opaque to clients.
-    return items[offset:end], f"page_token%3D{end}%26" if end < len(items) else ""
+    return page, f"page_token%3D{end}%26" if more else ""
 
 
 def realtime(engine: Engine, params: Params) -> dict[str, object]:

@@ -223,7 +223,7 @@ class VenueHttp:
     def _instrument_list(self, params: Params) -> Json:
         check_category(params)
         rows = [wire.instrument(listing) for _, listing in self._selected(params)]
-        page, cursor = queries.paginate(rows, params, default=500, maximum=1000)
+        page, cursor = queries.paginate(rows, params, default=500, maximum=1000, cursor_on_last_page=False)
         return {"category": "linear", "list": list(page), "nextPageCursor": cursor}
 
     def _book(self, params: Params) -> Json:

@@ -180,9 +180,25 @@ async def test_realtime_paginates_with_cursor(session: HTTP) -> None:
     second = (await call(session.get_open_orders, category="linear", symbol="BTCUSDT", limit=2, cursor=cursor))[
         "result"
     ]
-    assert second["nextPageCursor"] == ""
+    # Like live Bybit, the last page still carries a cursor; following it gives an empty page.
+    assert len(second["list"]) == 1 and second["nextPageCursor"] not in ("", cursor)
+    third = (await call(session.get_open_orders, category="linear", symbol="BTCUSDT", limit=2,
+                        cursor=second["nextPageCursor"]))["result"]  # fmt: skip
+    assert (third["list"], third["nextPageCursor"]) == ([], "")
     seen = [o["orderLinkId"] for o in first["list"] + second["list"]]
     assert seen == ["p-2", "p-1", "p-0"]  # newest first
+
+
+async def test_a_one_item_list_carries_a_cursor_as_captured_from_bybit(session: HTTP) -> None:
+    """Captured: a one-symbol position list and an open-orders list holding its only order
+    both come with a ``nextPageCursor`` (tests/data/bybit-v5, contract §16)."""
+    await place(session, side="Buy", orderType="Limit", price="49000", qty="0.01", orderLinkId="only")
+    orders = (await call(session.get_open_orders, category="linear", symbol="BTCUSDT"))["result"]
+    positions = (await call(session.get_positions, category="linear", symbol="BTCUSDT"))["result"]
+    assert len(orders["list"]) == 1 and orders["nextPageCursor"]
+    assert len(positions["list"]) == 1 and positions["nextPageCursor"]
+    instruments = (await call(session.get_instruments_info, category="linear"))["result"]
+    assert instruments["nextPageCursor"] == ""  # captured: the instrument list ends with ""
 
 
 async def test_positions_by_settle_coin_list_only_open_ones(session: HTTP) -> None:
