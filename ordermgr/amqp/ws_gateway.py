@@ -15,6 +15,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ordermgr.amqp.broker import Delivery
 from ordermgr.bybit.wire import parse_order
+from ordermgr.domain.decision import is_own_order_link_id
 from ordermgr.domain.model import VenueOrder
 from ordermgr.ports import OrderEventDelivery
 
@@ -24,11 +25,15 @@ RECHECK_INTERVAL_S = 60.0
 
 
 def order_of_event(body: bytes) -> VenueOrder | None:
-    """The Bybit order inside a ws-gateway order event; None (logged) when it is not one."""
+    """The Bybit order inside a ws-gateway order event; None when it is not one (logged) or
+    when the order is not ours: others' orders on the account may come with an empty side or
+    a status we do not know, and are none of our business (contract §16)."""
     try:
         payload = json.loads(body)["payload"]
         if not isinstance(payload, dict):  # a null or list payload would break the parser
             raise TypeError(f"payload is {type(payload).__name__}, not an object")
+        if not is_own_order_link_id(str(payload.get("orderLinkId") or "")):
+            return None
         return parse_order(payload)
     except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
         log.warning("order event not understood; dropped", extra={"error": repr(exc), "body": body[:200].decode(errors="replace")})

@@ -27,6 +27,7 @@ from ordermgr.bybit.wire import (
     parse_ticker,
     parse_wallet_available,
 )
+from ordermgr.domain.decision import is_own_order_link_id
 from ordermgr.domain.errors import VenueAuthError, VenueUnavailable
 from ordermgr.domain.model import (
     Accepted,
@@ -163,7 +164,7 @@ class BybitExchange:
     async def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
         """All open orders of ``symbol`` (or of the settle coin), every page."""
         items = await self._client.read_pages("get_open_orders", self._scope(symbol) | {"limit": 50})
-        return [parse_order(item) for item in items]
+        return _orders(items)
 
     async def order_history(
         self,
@@ -177,7 +178,7 @@ class BybitExchange:
         :class:`VenueUnavailable` rather than return a list cut at ``max_pages``."""
         params = self._scope(symbol) | {"limit": 50, "startTime": start_ms, "endTime": end_ms}
         items = await self._client.read_pages("get_order_history", params, max_pages=max_pages)
-        return [parse_order(item) for item in items]
+        return _orders(items)
 
     async def executions(self, symbol: str, order_id: str) -> list[VenueExecution]:
         """The order's trades, oldest first (Bybit lists them newest first), every page."""
@@ -271,6 +272,22 @@ class BybitExchange:
             return
         self._instruments = {i.symbol: i for i in map(parse_instrument, items)}
         self._instruments_at = anyio.current_time()
+
+
+def _orders(items: list[Mapping[str, Any]]) -> list[VenueOrder]:
+    """The listed orders. Listed by settle coin, the account's other orders come too: one that
+    is not ours and that we cannot read (an empty side, ...) is left out, not an error
+    (contract §16); one of ours that we cannot read leaves the list unknown, never short."""
+    parsed = []
+    for item in items:
+        link = str(item.get("orderLinkId") or "")
+        try:
+            parsed.append(parse_order(item))
+        except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+            if is_own_order_link_id(link):
+                raise VenueUnavailable(f"Bybit listed our order {link} in a form we cannot read: {exc!r}") from None
+            logger.debug("someone else's order left out: %r", exc, extra={"order_link_id": link})
+    return parsed
 
 
 def _order_params(req: OrderRequest) -> dict[str, Any]:

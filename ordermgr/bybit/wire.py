@@ -43,7 +43,7 @@ def parse_order(d: Wire) -> VenueOrder:
         reject_reason=str(d.get("rejectReason") or ""),
         created_ms=_int(d, "createdTime"),
         updated_ms=_int(d, "updatedTime") or _int(d, "createdTime"),
-        reduce_only=bool(d.get("reduceOnly") or False),
+        reduce_only=_bool(d, "reduceOnly"),
     )
 
 
@@ -180,6 +180,19 @@ def _first_dec(d: Wire, *keys: str) -> Decimal:
 def _positive_or_none(d: Wire, key: str) -> Decimal | None:
     value = _opt_dec(d, key)
     return value if value is not None and value > 0 else None
+
+
+def _bool(d: Wire, key: str) -> bool:
+    """A JSON boolean, or the strings "true" / "false" read as what they say (contract §16):
+    ``bool("false")`` is True. Absent or ``""`` is false; anything else is not a boolean."""
+    raw = d.get(key)
+    if isinstance(raw, bool):
+        return raw
+    if raw is None or raw == "":
+        return False
+    if isinstance(raw, str) and raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    raise ValueError(f"Bybit field {key}={raw!r} is not a boolean")
 
 
 def _int(d: Wire, key: str) -> int:

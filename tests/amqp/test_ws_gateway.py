@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from decimal import Decimal
 
 import anyio
 import attrs
+import pytest
 
 from ordermgr.amqp.ws_gateway import order_events_to, order_of_event
 from ordermgr.domain.model import Side
@@ -54,6 +56,24 @@ def test_a_message_that_is_not_an_order_event_reads_as_none() -> None:
     bodies = (b"not json", b"[]", envelope(None), envelope([BYBIT_ORDER]), envelope({"symbol": "BTCUSDT"}), b'{"x": 1}')
     for body in bodies:
         assert order_of_event(body) is None
+
+
+@pytest.mark.parametrize("oddity", [{"side": ""}, {"orderStatus": "SomethingNew"}, {"orderStatus": None}])
+def test_an_order_that_is_not_ours_is_ignored_without_a_warning(
+    oddity: dict[str, object], caplog: pytest.LogCaptureFixture
+) -> None:
+    """contract §16: others' orders on the account may carry an empty side or a status we do not
+    know; they are none of our business, not errors."""
+    foreign = {**BYBIT_ORDER, "orderLinkId": "someone-elses-1", **oddity}
+    with caplog.at_level(logging.DEBUG, logger="ordermgr"):
+        assert order_of_event(envelope(foreign)) is None
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_an_order_of_ours_that_cannot_be_read_is_still_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="ordermgr"):
+        assert order_of_event(envelope({**BYBIT_ORDER, "side": ""})) is None
+    assert [r.getMessage() for r in caplog.records] == ["order event not understood; dropped"]
 
 
 async def test_events_are_handed_on_read_and_requeued_when_the_stream_is_full() -> None:

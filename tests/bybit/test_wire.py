@@ -172,6 +172,19 @@ def test_fee_falls_back_to_cum_fee_detail() -> None:
     assert parse_order(d).cum_exec_fee == Decimal("0.00242968")
 
 
+@pytest.mark.parametrize(("given", "read"), [(False, False), (True, True), ("false", False), ("true", True),
+                                             ("False", False), ("TRUE", True), ("", False), (None, False)])
+def test_reduce_only_is_read_as_it_says_never_by_truthiness(given: object, read: bool) -> None:
+    # contract §16: a string "false" is false, though a non-empty string is truthy in Python.
+    assert parse_order(dict(REALTIME_NEW, reduceOnly=given)).reduce_only is read
+
+
+@pytest.mark.parametrize("given", ["yes", "0", 1, [True]])
+def test_a_reduce_only_that_is_no_boolean_is_a_value_error(given: object) -> None:
+    with pytest.raises(ValueError, match="reduceOnly"):
+        parse_order(dict(REALTIME_NEW, reduceOnly=given))
+
+
 def test_bad_number_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="qty"):
         parse_order(dict(REALTIME_NEW, qty="abc"))

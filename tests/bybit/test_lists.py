@@ -1,5 +1,6 @@
-"""Cursor pagination as live Bybit answers it (contract §16): a list may carry a
-``nextPageCursor`` on its last page, and the same cursor twice means the end. A scripted HTTP
+"""Lists as live Bybit answers them (contract §16): a list may carry a
+``nextPageCursor`` on its last page, the same cursor twice means the end, and others' orders may
+come in shapes we do not read. A scripted HTTP
 server plays the venue, so each page and each cursor is exactly what a capture showed."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ordermgr.bybit.exchange import BybitExchange
+from ordermgr.domain.errors import VenueUnavailable
 from ordermgr.domain.model import RetryPolicy
 from tests.bybit.conftest import SleepLog
 
@@ -31,6 +33,7 @@ class ScriptedVenue:
 
     def __init__(self, pages: Pages) -> None:
         self.pages = pages
+        self.oddities: dict[str, dict[str, Any]] = {}  # orderLinkId → fields that replace the usual ones
         self.cursors: list[str] = []
 
     def app(self) -> web.Application:
@@ -48,7 +51,8 @@ class ScriptedVenue:
         cursor = raw.get("cursor", "")
         self.cursors.append(cursor)
         links, following = self.pages[cursor]
-        return _envelope({"category": "linear", "list": [order_item(link) for link in links],
+        items = [order_item(link) | self.oddities.get(link, {}) for link in links]
+        return _envelope({"category": "linear", "list": items,
                           "nextPageCursor": following})  # fmt: skip
 
 
@@ -93,3 +97,26 @@ async def test_an_empty_page_ends_the_list_whatever_cursor_it_carries(
     orders = await exchange.open_orders("BTCUSDT")
     assert [o.order_link_id for o in orders] == ["a"]
     assert venue.cursors == ["", "c1"]
+
+
+async def test_an_order_of_someone_else_that_we_cannot_read_is_left_out(
+    scripted: tuple[ScriptedVenue, BybitExchange],
+) -> None:
+    """Listed by settle coin, the account's other orders come too; one with an empty side or an
+    unknown status is none of ours and must not fail the whole list (contract §16)."""
+    venue, exchange = scripted
+    venue.pages = {"": (["om-0123456789abcdef0123-1-1", "foreign-empty-side", "foreign-odd-status"], "")}
+    odd = {"foreign-empty-side": {"side": ""}, "foreign-odd-status": {"orderStatus": "Brandnew", "side": None}}
+    venue.oddities = odd
+    orders = await exchange.open_orders()
+    assert [o.order_link_id for o in orders] == ["om-0123456789abcdef0123-1-1"]
+
+
+async def test_an_order_of_ours_that_we_cannot_read_makes_the_list_unknown(
+    scripted: tuple[ScriptedVenue, BybitExchange],
+) -> None:
+    venue, exchange = scripted
+    venue.pages = {"": (["om-0123456789abcdef0123-1-1"], "")}
+    venue.oddities = {"om-0123456789abcdef0123-1-1": {"side": ""}}
+    with pytest.raises(VenueUnavailable, match="om-0123456789abcdef0123-1-1"):
+        await exchange.open_orders()
