@@ -25,7 +25,8 @@ from ordermgr.bybit.wire import (
     parse_order,
     parse_position,
     parse_ticker,
-    parse_wallet_available,
+    WalletBalance,
+    parse_wallet,
 )
 from ordermgr.domain.decision import is_own_order_link_id
 from ordermgr.domain.errors import VenueAuthError, VenueUnavailable
@@ -90,7 +91,7 @@ class BybitExchange:
         self._instruments: dict[str, Instrument] | None = None
         self._instruments_at = 0.0
         self._instruments_lock = anyio.Lock()
-        self._balances: dict[str, tuple[float, Decimal]] = {}  # coin → (expires at, available)
+        self._balances: dict[str, tuple[float, WalletBalance]] = {}  # coin → (expires at, wallet)
         self._balance_generation = 0
         self._balance_after_fill_s = balance_after_fill_s  # how long a pre-fill balance may still serve
         self._tickers = FreshTickers(self._fetch_tickers)
@@ -130,17 +131,22 @@ class BybitExchange:
         return {ticker.symbol: ticker for ticker in map(parse_ticker, items)}
 
     async def available_balance(self, coin: str = "USDT") -> Decimal:
-        """Available ``coin``, cached for ``balance_ttl_s`` (see :meth:`invalidate_balance`)."""
+        """What new ``coin`` orders can use: on a Unified account the account-wide figure
+        (contract §16). Cached for ``balance_ttl_s`` (see :meth:`invalidate_balance`)."""
+        return (await self.wallet(coin)).available
+
+    async def wallet(self, coin: str = "USDT") -> WalletBalance:
+        """The available figure with the coin's own wallet balance and equity (for display)."""
         cached = self._balances.get(coin)
         if cached is not None and anyio.current_time() < cached[0]:
             return cached[1]
         generation, fetched_at = self._balance_generation, anyio.current_time()
         result = await self._client.read("get_wallet_balance", accountType="UNIFIED", coin=coin)
-        value = parse_wallet_available(result, coin)
+        wallet = parse_wallet(result, coin)
         # A fill during the fetch may not be in this figure: keep it only briefly then.
         ttl_s = self._balance_ttl_s if generation == self._balance_generation else self._balance_after_fill_s
-        self._balances[coin] = (fetched_at + min(ttl_s, self._balance_ttl_s), value)
-        return value
+        self._balances[coin] = (fetched_at + min(ttl_s, self._balance_ttl_s), wallet)
+        return wallet
 
     def invalidate_balance(self) -> None:
         """After a fill: the cached balances expire within ``balance_after_fill_s``, so they are

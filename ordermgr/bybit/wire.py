@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import attrs
+
 from ordermgr.domain.model import Instrument, Side, Ticker, VenueExecution, VenueOrder, VenuePosition
 
 Wire = Mapping[str, Any]
@@ -112,22 +114,40 @@ def parse_position(d: Wire) -> VenuePosition:
     )
 
 
-def parse_wallet_available(result: Wire, coin: str) -> Decimal:
-    """What ``coin`` can still fund, from the ``result`` of ``/v5/account/wallet-balance``.
+@attrs.frozen
+class WalletBalance:
+    """What the account can put into new orders, and the coin's own figures (for display)."""
 
-    ``availableToWithdraw`` is deprecated since 2025-01-09 (bybit.md §1.9), so it is derived:
-    the smaller of wallet balance and equity (unrealised losses count, unrealised gains do
-    not) minus what open orders, positions and spot orders hold. A coin the account does not
-    list has nothing available.
+    available: Decimal  # USD on a Unified account (counted as USDT), else the coin's own
+    coin: str
+    wallet_balance: Decimal | None  # the coin's walletBalance; None when the coin is not listed
+    equity: Decimal | None
+
+
+def parse_wallet(result: Wire, coin: str) -> WalletBalance:
+    """The ``result`` of ``/v5/account/wallet-balance``.
+
+    On a Unified account every collateral coin funds USDT perpetuals, so what is available is
+    the account's ``totalAvailableBalance`` (contract §16), not the coin's figure. Isolated-margin
+    and classic accounts leave the account-wide fields blank; then the coin's own figure counts.
     """
     for account in result.get("list") or []:
-        for item in account.get("coin") or []:
-            if item.get("coin") == coin:
-                return _coin_available(item)
-    return Decimal(0)
+        item = next((c for c in account.get("coin") or [] if c.get("coin") == coin), None)
+        total = _opt_dec(account, "totalAvailableBalance")
+        own = _coin_available(item) if item is not None else Decimal(0)
+        return WalletBalance(
+            available=total if total is not None else own,
+            coin=coin,
+            wallet_balance=None if item is None else _dec(item, "walletBalance"),
+            equity=None if item is None else _opt_dec(item, "equity"),
+        )
+    return WalletBalance(Decimal(0), coin, None, None)
 
 
 def _coin_available(item: Wire) -> Decimal:
+    """What the coin alone can fund. ``availableToWithdraw`` is deprecated since 2025-01-09
+    (bybit.md §1.9), so it is derived: the smaller of wallet balance and equity (unrealised
+    losses count, unrealised gains do not) minus what open orders, positions and spot orders hold."""
     wallet = _dec(item, "walletBalance")
     equity = _opt_dec(item, "equity")
     base = wallet if equity is None else min(wallet, equity)

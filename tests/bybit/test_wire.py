@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,9 +15,11 @@ from ordermgr.bybit.wire import (
     parse_order,
     parse_position,
     parse_ticker,
-    parse_wallet_available,
+    parse_wallet,
 )
 from ordermgr.domain.model import Side
+
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "bybit-v5"
 
 REALTIME_NEW = json.loads(
     '{"orderId":"fd4300ae-7847-404e-b947-b46980a4d140","orderLinkId":"test-000005","blockTradeId":"",'
@@ -238,18 +241,44 @@ def test_buy_position_positive_and_ws_flat_leg() -> None:
         Decimal("0"), Decimal("0"), Decimal("-25.06579337"))
 
 
-def test_wallet_available() -> None:
-    assert parse_wallet_available(WALLET, "BTC") == Decimal("0")
-    assert parse_wallet_available(WALLET, "USDT") == Decimal("0")  # not listed
-    usdt = {"list": [{"coin": [{"coin": "USDT", "walletBalance": "1000.5", "locked": "0",
-                                 "totalOrderIM": "100", "totalPositionIM": "50.5"}]}]}
-    assert parse_wallet_available(usdt, "USDT") == Decimal("850.0")
+def test_wallet_available_on_a_unified_account_is_the_account_figure() -> None:
+    # contract §16: all collateral counts (USD), not the coin's own figure; the doc example's
+    # account holds only BTC, yet 3.00326056 is available for USDT perpetuals.
+    wallet = parse_wallet(WALLET, "USDT")
+    assert (wallet.available, wallet.wallet_balance, wallet.equity) == (Decimal("3.00326056"), None, None)
+    assert parse_wallet(WALLET, "BTC").wallet_balance == Decimal("0")
+
+
+def test_captured_unified_wallet_with_btc_and_usdt_collateral() -> None:
+    """The captured UNIFIED wallet of the finding: Bybit's totalAvailableBalance is 78 429.80 USD
+    while the USDT coin alone (1439.62 wallet, 100 locked) has 1 339.62."""
+    result = json.loads((FIXTURES / "hirokisan_bybit" / "v5-account-get-wallet-balance.json").read_text())
+    wallet = parse_wallet(result, "USDT")
+    assert wallet.available == Decimal("78429.79924861")
+    assert (wallet.wallet_balance, wallet.equity) == (Decimal("1439.61537267"), Decimal("1439.61537267"))
+
+
+def test_captured_ws_wallet_borrowing_usdt_still_has_the_account_figure() -> None:
+    push = json.loads((FIXTURES / "hirokisan_bybit" / "private-v5-wallet.json").read_text())
+    wallet = parse_wallet({"list": push["data"]}, "USDT")
+    assert wallet.available == Decimal("27208.34094304")
+    assert wallet.wallet_balance == Decimal("-620.53813709")  # borrowed: the coin alone has nothing
+
+
+def test_wallet_without_account_figures_falls_back_to_the_coin() -> None:
+    """Isolated-margin and classic accounts leave the account-wide fields blank (Bybit docs;
+    seen in the wild on a UNIFIED account too, ccxt#20948): the coin's own figure then."""
+    usdt = {"list": [{"accountType": "UNIFIED", "totalAvailableBalance": "",
+                      "coin": [{"coin": "USDT", "walletBalance": "1000.5", "locked": "0",
+                                "totalOrderIM": "100", "totalPositionIM": "50.5"}]}]}  # fmt: skip
+    assert parse_wallet(usdt, "USDT").available == Decimal("850.0")
     coin = usdt["list"][0]["coin"][0]
     losing = {"list": [{"coin": [dict(coin, equity="900.5")]}]}
-    assert parse_wallet_available(losing, "USDT") == Decimal("750.0")  # losses count
+    assert parse_wallet(losing, "USDT").available == Decimal("750.0")  # losses count
     winning = {"list": [{"coin": [dict(coin, equity="2000")]}]}
-    assert parse_wallet_available(winning, "USDT") == Decimal("850.0")  # gains do not
-    assert parse_wallet_available({"list": []}, "USDT") == Decimal("0")
+    assert parse_wallet(winning, "USDT").available == Decimal("850.0")  # gains do not
+    assert parse_wallet({"list": [{"coin": []}]}, "USDT").available == Decimal("0")  # coin not listed
+    assert parse_wallet({"list": []}, "USDT").available == Decimal("0")
 
 
 def test_execution_list_item() -> None:
