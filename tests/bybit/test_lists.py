@@ -75,10 +75,11 @@ async def test_a_cursor_on_the_last_page_leads_to_an_empty_page_and_the_end(
 ) -> None:
     # Captured: an open-orders list holding its only order, with a cursor.
     venue, exchange = scripted
-    venue.pages = {"": (["only"], "1368933863545500672%3A1677925633316"), "1368933863545500672%3A1677925633316": ([], "")}
+    captured = "1368933863545500672%3A1677925633316"
+    venue.pages = {"": (["only"], captured), captured: ([], "")}
     orders = await exchange.open_orders("BTCUSDT")
     assert [o.order_link_id for o in orders] == ["only"]
-    assert venue.cursors == ["", "1368933863545500672%3A1677925633316"]
+    assert venue.cursors == ["", captured]
 
 
 async def test_the_same_cursor_twice_is_the_end_not_an_error(scripted: tuple[ScriptedVenue, BybitExchange]) -> None:
