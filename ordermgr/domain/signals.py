@@ -8,6 +8,7 @@ synchronous: no I/O, no clock (``now`` is given), no exceptions for bad input.
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import uuid
@@ -20,7 +21,7 @@ import attrs
 
 from ordermgr.domain.model import MarketSnapshot, Side, Signal
 
-__all__ = ["MAX_BODY_BYTES", "InvalidSignal", "Problem", "decode_signal"]
+__all__ = ["MAX_BODY_BYTES", "MAX_CLOCK_SKEW", "MAX_DEPTH", "InvalidSignal", "Problem", "decode_signal"]
 
 MAX_BODY_BYTES: Final = 64 * 1024
 
@@ -29,6 +30,12 @@ _MAX_ID_CHARS: Final = 100
 _MAX_MAGNITUDE: Final = Decimal("1e30")
 _MAX_PLACES: Final = 30
 _SHOW_CHARS: Final = 60
+# How far a signal's timestamp may be ahead of our clock: clocks differ a little, a signal from
+# the future does not exist (and would pass any age limit).
+MAX_CLOCK_SKEW: Final = timedelta(seconds=5)
+# Nesting beyond this is refused (naming the field): far more than any signal needs, and far
+# below where Python's JSON parser and encoder run out of stack.
+MAX_DEPTH: Final = 32
 
 _NUMERIC = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 _SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,49}", re.ASCII)
@@ -84,7 +91,7 @@ def decode_signal(
     max_age_s: float = 0,
     new_id: Callable[[], str] = _new_id,
 ) -> Signal | InvalidSignal:
-    """Decode one message body. ``now`` must be timezone-aware when ``max_age_s > 0``."""
+    """Decode one message body. ``now`` must be timezone-aware."""
     header_trace = _header_trace_id(headers)
     if len(body) > MAX_BODY_BYTES:
         problem = Problem(
@@ -94,41 +101,134 @@ def decode_signal(
     parsed = _parse_json(body)
     if isinstance(parsed, Problem):
         return _unparsed(body, "invalid_json", parsed, header_trace, new_id)
-    if not isinstance(parsed, dict):
-        problem = Problem("body", "not_object", f"body must be a JSON object (got {_show(parsed)})")
+    obj = parsed.value
+    if not isinstance(obj, dict):
+        problem = Problem("body", "not_object", f"body must be a JSON object (got {_show(obj)})")
         return _unparsed(body, "not_object", problem, header_trace, new_id)
     context = _Context(is_known_symbol, now, max_age_s)
-    trace_id = header_trace or _usable_id(parsed.get("trace_id")) or new_id()
-    return _validate(parsed, body, trace_id, context, new_id)
+    trace_id = header_trace or _usable_id(obj.get("trace_id")) or new_id()
+    return _validate(obj, parsed.cut_too_deep, body, trace_id, context, new_id)
 
 
 # --- body level ----------------------------------------------------------------------------
 
 
-def _parse_json(body: bytes) -> object:
+@attrs.frozen
+class _Parsed:
+    """A decoded body, and the top-level keys whose too-deep values were left out to read it."""
+
+    value: object
+    cut_too_deep: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class _NotANumber:
+    """A number literal JSON does not have (NaN, Infinity) or one beyond what Decimal holds:
+    kept in place so the field that holds it can be named."""
+
+    text: str
+
+
+class _Object(dict[str, object]):
+    """A JSON object that gave some keys more than once (the last value is kept)."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _parse_json(body: bytes) -> _Parsed | Problem:
     """The decoded JSON value, or the ``not_json`` problem explaining why there is none."""
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return Problem("body", "not_json", f"body is not valid UTF-8 ({exc.reason} at byte {exc.start})")
     try:
-        return json.loads(text, parse_float=_parse_float, parse_constant=_reject_constant)
+        return _Parsed(_loads(text))
     except json.JSONDecodeError as exc:
         where = f"at line {exc.lineno} column {exc.colno}"
         return Problem("body", "not_json", f"body is not valid JSON ({exc.msg} {where})")
-    except (ValueError, RecursionError) as exc:
-        return Problem("body", "not_json", f"body is not valid JSON ({_cut(str(exc))})")
+    except RecursionError:
+        return _parse_without_deep_values(text)
 
 
-def _parse_float(text: str) -> Decimal:
+def _loads(text: str) -> object:
+    return json.loads(text, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_NotANumber,
+                      object_pairs_hook=_object)  # fmt: skip
+
+
+def _parse_float(text: str) -> Decimal | _NotANumber:
     try:
         return Decimal(text)
-    except InvalidOperation:
-        raise ValueError(f"number {_cut(text)} is out of range") from None
+    except InvalidOperation:  # an exponent beyond what Decimal can hold
+        return _NotANumber(text)
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a JSON number")
+def _parse_int(text: str) -> int | Decimal:
+    # Python refuses to turn more than 4300 digits into an int; Decimal takes any length, and the
+    # field's range rule then names the field.
+    return int(text) if len(text) <= 1000 else Decimal(text)
+
+
+def _object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    counts = collections.Counter(key for key, _ in pairs)
+    repeated = _Object(obj)
+    repeated.duplicates = tuple(key for key, count in counts.items() if count > 1)
+    return repeated
+
+
+def _parse_without_deep_values(text: str) -> _Parsed | Problem:
+    """A body too deep for the parser: its top-level values nested beyond MAX_DEPTH are cut
+    (and named), so the rest (the signal id above all) can still be read and answered."""
+    spans = _deep_top_level_values(text)
+    for key, start, end in reversed(spans):
+        text = text[:start] + "null" + text[end:]
+    try:
+        if spans:
+            return _Parsed(_loads(text), tuple(key for key, _, _ in spans))
+    except (ValueError, RecursionError):
+        pass
+    return Problem("body", "too_deep", f"body is nested more than {MAX_DEPTH} levels deep")
+
+
+def _deep_top_level_values(text: str) -> list[tuple[str, int, int]]:
+    """(key, start, end) of each value of a top-level object nested more than MAX_DEPTH deep.
+    A plain character scan: it runs only for bodies the JSON parser could not descend."""
+    spans: list[tuple[str, int, int]] = []
+    depth = deepest = start = 0
+    in_string = escaped = False
+    string_at, last_string, key = 0, "", ""
+    for i, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string, last_string = False, text[string_at : i + 1]
+        elif char == '"':
+            in_string, string_at = True, i
+        elif char == ":" and depth == 1:
+            key = _key_text(last_string)
+        elif char in "[{":
+            depth += 1
+            if depth == 2:
+                start, deepest = i, 2
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            if depth == 2 and deepest > MAX_DEPTH:
+                spans.append((key, start, i + 1))
+            depth -= 1
+    return spans
+
+
+def _key_text(quoted: str) -> str:
+    try:
+        key = json.loads(quoted)
+    except ValueError:
+        return quoted
+    return key if isinstance(key, str) else quoted
 
 
 def _unparsed(
@@ -209,19 +309,24 @@ class _Fields:
 
 
 def _validate(
-    obj: dict[str, object], body: bytes, trace_id: str, context: _Context, new_id: Callable[[], str]
-) -> Signal | InvalidSignal:
-    unstorable = _has_unstorable_text(obj)
-    fields = _read_fields(obj, context, unstorable)
-    if not fields.problems:
+    obj: dict[str, object], cut_too_deep: tuple[str, ...], body: bytes, trace_id: str, context: _Context,
+    new_id: Callable[[], str],
+) -> Signal | InvalidSignal:  # fmt: skip
+    found = _inspect(obj, cut_too_deep)
+    fields = _read_fields(obj, context, found.unstorable)
+    problems = fields.problems + _body_problems(found, {problem.field for problem in fields.problems})
+    if not problems:
         return _signal(fields, obj, trace_id)
+    # A repeated signal_id leaves the id in doubt: it is not used to file the message.
+    signal_id = None if "signal_id" in found.duplicates else fields.signal_id
     return InvalidSignal(
-        signal_id=fields.signal_id or f"invalid:{new_id()}",
+        signal_id=signal_id or f"invalid:{new_id()}",
         code="validation_failed",
-        problems=fields.problems,
+        problems=problems,
         raw_text=_raw_text(body),
         body_size=len(body),
-        payload=None if unstorable else obj,
+        # Only a body that jsonb holds as it was sent is kept as an object; otherwise its text.
+        payload=None if found.keeps_raw_text_only else obj,
         trace_id=trace_id,
         asset=fields.asset,
     )
@@ -332,9 +437,17 @@ def _timestamp(value: object, context: _Context) -> datetime | Problem:
 
 
 def _check_age(parsed: datetime, text: str, context: _Context) -> datetime | Problem:
+    ahead = parsed - context.now
+    if ahead > MAX_CLOCK_SKEW:
+        return Problem(
+            "timestamp",
+            "timestamp_in_future",
+            f"timestamp must not be more than {MAX_CLOCK_SKEW.total_seconds():g} s ahead of the service's clock "
+            f"(got {_show(text)}, {ahead.total_seconds():.0f} s ahead)",
+        )
     if context.max_age_s <= 0:
         return parsed
-    age = context.now - parsed
+    age = -ahead
     if age > timedelta(seconds=context.max_age_s):
         return Problem(
             "timestamp",
@@ -465,6 +578,10 @@ def _show(value: object) -> str:
         # Control characters come out escaped; unpaired surrogates are escaped by hand.
         quoted = json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace")
         return _cut(quoted.decode("utf-8"))
+    if isinstance(value, _NotANumber):
+        if value.text.lstrip("-") in ("NaN", "Infinity"):
+            return f"{value.text}, which is not a JSON number"
+        return f"{_cut(value.text)}, beyond any number we can hold"
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list):
@@ -476,17 +593,53 @@ def _cut(text: str) -> str:
     return text if len(text) <= _SHOW_CHARS else text[: _SHOW_CHARS - 1] + "…"
 
 
-def _has_unstorable_text(obj: object) -> bool:
-    """True when any key or string in ``obj`` holds a NUL or an unpaired surrogate."""
-    pending = [obj]
+@attrs.frozen
+class _Findings:
+    """What a walk over the whole body found, wherever it is (fields with rules or not)."""
+
+    unstorable: bool  # a NUL or an unpaired surrogate in a key or string
+    not_numbers: tuple[tuple[str, _NotANumber], ...]  # (path, literal)
+    duplicates: tuple[str, ...]  # paths of keys given more than once
+    too_deep: tuple[str, ...]  # top-level keys whose value nests beyond MAX_DEPTH
+
+    @property
+    def keeps_raw_text_only(self) -> bool:
+        return self.unstorable or bool(self.not_numbers or self.duplicates or self.too_deep)
+
+
+def _inspect(obj: dict[str, object], cut_too_deep: tuple[str, ...]) -> _Findings:
+    """One iterative walk (no recursion, whatever the depth) over every key and value."""
+    unstorable = False
+    not_numbers: list[tuple[str, _NotANumber]] = []
+    duplicates: list[str] = []
+    too_deep = dict.fromkeys(cut_too_deep)
+    pending: list[tuple[object, str, int, str]] = [(obj, "", 1, "")]  # (item, path, depth, top-level key)
     while pending:
-        item = pending.pop()
+        item, path, depth, top = pending.pop()
         if isinstance(item, str):
-            if _UNSTORABLE.search(item):
-                return True
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False
+            unstorable = unstorable or bool(_UNSTORABLE.search(item))
+        elif isinstance(item, _NotANumber):
+            not_numbers.append((path or "body", item))
+        elif isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                too_deep[top or "body"] = None
+                continue
+            if isinstance(item, _Object):
+                duplicates.extend(f"{path}.{key}" if path else key for key in item.duplicates)
+            children = item.items() if isinstance(item, dict) else ((f"[{i}]", v) for i, v in enumerate(item))
+            for key, value in children:
+                unstorable = unstorable or bool(_UNSTORABLE.search(key))
+                child = f"{path}{key}" if key.startswith("[") else f"{path}.{key}" if path else key
+                pending.append((value, child, depth + 1, top or key))
+    return _Findings(unstorable, tuple(reversed(not_numbers)), tuple(duplicates), tuple(too_deep))
+
+
+def _body_problems(found: _Findings, named: set[str]) -> tuple[Problem, ...]:
+    """Problems of the body that the field rules did not already name."""
+    problems = [Problem(path, "type", f"{path} must be a JSON number (got {_show(literal)})")
+                for path, literal in found.not_numbers if path not in named]  # fmt: skip
+    problems += [Problem(path, "duplicate_key", f"{path} is given more than once; each field may appear once")
+                 for path in found.duplicates]  # fmt: skip
+    problems += [Problem(key, "too_deep", f"{key} is nested more than {MAX_DEPTH} levels deep")
+                 for key in found.too_deep]  # fmt: skip
+    return tuple(problems)
