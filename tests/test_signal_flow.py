@@ -143,6 +143,36 @@ async def test_the_same_signal_five_times_yields_one_order(fresh_queues: str) ->
     assert stored == {"status": "accepted", "deliveries": 5, "attempts": 1}
 
 
+async def test_a_signal_id_reused_for_other_content_is_answered_rejected_and_its_body_kept(fresh_queues: str) -> None:
+    """A second, different signal under a known id is not a repeat: it is refused out loud
+    (signal_id_reused), stored with its own body, and answered once however often it comes;
+    identical redeliveries of either stay silent skips."""
+    venue = paper_venue()
+    events = QueueReader(ORDER_EVENTS_QUEUE)
+    first, other = signal("reuse-1", amount="100"), signal("reuse-1", amount="900", side="sell")
+    async with running_service(venue=venue) as service, anyio.create_task_group() as tg:
+        await tg.start(events.run)
+        for body in (first, other, other, first):
+            await publish(body)
+        await service.logs.wait_for("signal acknowledged", count=4)
+        tg.cancel_scope.cancel()
+
+    assert len(venue_orders(venue, order_link_id("reuse-1", 1, 1))) == 1  # the first, placed once
+    warnings = [r for r in service.logs.records if r.getMessage() == "signal rejected"]
+    assert [(r.levelname, getattr(r, "code", None), getattr(r, "signal_id", None)) for r in warnings] == [
+        ("WARNING", "signal_id_reused", "reuse-1")]
+    [original] = rows(fresh_queues, "SELECT * FROM signals WHERE signal_id = 'reuse-1'")
+    assert (original["status"], original["deliveries"], original["raw_payload"]["amount"]) == ("accepted", 2, "100")
+    [reused] = rows(fresh_queues, "SELECT * FROM signals WHERE signal_id LIKE 'reused:%%'")
+    assert (reused["status"], reused["rejection_code"], reused["deliveries"]) == ("rejected", "signal_id_reused", 2)
+    assert (reused["raw_payload"]["signal_id"], reused["raw_payload"]["amount"]) == ("reuse-1", "900")
+    assert reused["rejection_details"]["signal_id"] == "reuse-1"
+    answers = rows(fresh_queues, "SELECT body FROM order_events_outbox WHERE event_type = 'rejected'")
+    [answer] = [row["body"] for row in answers]
+    assert answer["rejection_reason"]["code"] == "signal_id_reused" and answer["order"] is None
+    assert (answer["signal"]["signal_id"], answer["signal"]["amount"]) == ("reuse-1", "900")
+
+
 async def test_a_rejected_signal_repeated_is_evaluated_again(fresh_queues: str) -> None:
     venue = paper_venue()
     async with running_service({"ORDERMANAGER_MAX_SINGLE_ORDER_SIZE": "50"}, venue=venue) as service:

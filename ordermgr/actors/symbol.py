@@ -30,6 +30,7 @@ from ordermgr.actors.messages import (
 )  # fmt: skip
 from ordermgr.domain.errors import VenueAuthError, VenueUnavailable
 from ordermgr.domain.events import order_event
+from ordermgr.domain.signals import reused_signal_id
 from ordermgr.domain.model import (
     Accepted, OrderRecord, OrderRequest, Rejected, Side, Signal, SignalRecord, Unknown, WriteOutcome,
 )  # fmt: skip
@@ -137,7 +138,7 @@ class SymbolActor:
             # one statement. One that turns out to be known comes back with what is known.
             known = await self._evaluate(signal, attempt=1, first_delivery_size=message.body_size)
             if known is not None:
-                await self._repeat(signal, known)
+                await self._repeat(message, known)
         except VenueAuthError as exc:
             await until_stored(self._deps.store.begin_signal, signal, message.body_size, count_delivery=False)
             await self._hold(message, exc)
@@ -147,14 +148,39 @@ class SymbolActor:
         self.book.metrics.ack_latency(latency_ms)
         log.info("signal acknowledged", extra={**context, "latency_ms": latency_ms})
 
-    async def _repeat(self, signal: Signal, known: SignalRecord) -> None:
-        """A signal id seen before: skip it once placed, finish it if interrupted, else evaluate it again."""
-        if known.status == "accepted":
+    async def _repeat(self, message: SignalReceived, known: SignalRecord) -> None:
+        """A signal id seen before: skip it once placed, finish it if interrupted, else evaluate it
+        again; with another body it is another signal under a used id, refused."""
+        signal = message.signal
+        if not known.same_payload and known.status != "invalid":  # an invalid message is no signal to keep
+            await self._refuse_reuse(message, known)
+        elif known.status == "accepted":
             log.info("signal already handled; skipped", extra={**_context(signal), "deliveries": known.deliveries})
         elif known.status == "processing":
             await self._resume(signal)
         else:
             await self._evaluate(signal, attempt=known.attempts + 1)
+
+    async def _refuse_reuse(self, message: SignalReceived, known: SignalRecord) -> None:
+        """One signal per id (§7.2): a different body under a known id is never traded nor
+        dropped. It is filed under an id of its own with its body, and answered ``rejected``
+        once (its redeliveries find it filed and are only counted)."""
+        signal = message.signal
+        filed = attrs.evolve(signal, signal_id=reused_signal_id(signal.signal_id, message.delivery.body))
+        code = "signal_id_reused"
+        reason = (f"signal_id {signal.signal_id!r} was already used by a different signal (now {known.status}); "
+                  f"this one is not traded and is kept as {filed.signal_id}")  # fmt: skip
+        details = {"field": "signal_id", "signal_id": signal.signal_id, "first_status": known.status}
+        event = order_event("rejected", order=None, signal=signal, signal_id=filed.signal_id, trace_id=signal.trace_id,
+                            now=self._deps.now(), rejection=(code, reason))  # fmt: skip
+        again = await until_stored(self._deps.store.record_decision, filed, 1, status="rejected",
+                                   rejection=(code, reason, details), events=[event],
+                                   first_delivery_size=message.body_size)  # fmt: skip
+        if again is None:
+            self.book.metrics.signal_rejected()
+            log.warning("signal rejected", extra={**_context(signal), "code": code, "reason": reason,
+                                                  "details": details})  # fmt: skip
+            self._deps.wake_outbox()
 
     async def _hold(self, message: SignalReceived, exc: VenueAuthError) -> None:
         """Contract §7.13: refused credentials are a configuration error. The signal (stored) goes

@@ -106,13 +106,14 @@ class PgStore:
         """Store the signal on its first delivery, count a repeat otherwise; tell what is known."""
         async with self._connection() as conn:
             cursor = await conn.execute(
-                f"WITH {_NEW_SIGNAL} SELECT status, attempts, deliveries, applies FROM signal_row",
+                f"WITH {_NEW_SIGNAL} SELECT status, attempts, deliveries, applies, same_payload FROM signal_row",
                 {**_new_signal_params(signal, body_size), "status": "received", "attempt": 0, "decision": None,
                  "code": None, "message": None, "details": None, "count": int(count_delivery), "witness": None},
             )  # fmt: skip
             row = await cursor.fetchone()
         assert row is not None
-        return SignalRecord(signal.signal_id, row["status"], row["attempts"], row["deliveries"], row["applies"])
+        return SignalRecord(signal.signal_id, row["status"], row["attempts"], row["deliveries"], row["applies"],
+                            row["same_payload"])  # fmt: skip
 
     async def record_invalid(self, invalid: InvalidSignal, event: OrderEvent) -> None:
         """Store a message that is not a usable signal, with its reasons, and its answer."""
@@ -179,7 +180,8 @@ class PgStore:
             row = await cursor.fetchone()
         if row is None or row["applies"]:
             return None
-        return SignalRecord(signal.signal_id, row["status"], row["attempts"], row["deliveries"], False)
+        return SignalRecord(signal.signal_id, row["status"], row["attempts"], row["deliveries"], False,
+                            row["same_payload"])  # fmt: skip
 
     async def record_order(
         self,
@@ -394,6 +396,9 @@ _UPSERT_POSITION = """
 _REDONE = """(EXISTS (SELECT 1 FROM orders WHERE id = %(witness)s)
                OR EXISTS (SELECT 1 FROM order_events_outbox WHERE event_id = %(witness)s))"""
 
+# A known id arriving with another body is another signal, not a delivery of this one.
+_OTHER_BODY = "(signals.raw_payload IS DISTINCT FROM %(payload)s::jsonb)"
+
 _NEW_SIGNAL = f"""signal_row AS (
     INSERT INTO signals (signal_id, status, raw_payload, body_size, signal_type, asset, amount, confidence,
                          signal_timestamp, strategy_id, is_warmup, trace_id, link_key, attempts, decision,
@@ -403,8 +408,8 @@ _NEW_SIGNAL = f"""signal_row AS (
             %(attempt)s, %(decision)s, %(code)s, %(message)s, %(details)s,
             CASE WHEN %(status)s IN ('accepted', 'rejected') THEN now() END)
     ON CONFLICT (signal_id) DO UPDATE
-        SET deliveries = signals.deliveries + CASE WHEN {_REDONE} THEN 0 ELSE %(count)s END
-    RETURNING status, attempts, deliveries, (xmax = 0 OR {_REDONE}) AS applies
+        SET deliveries = signals.deliveries + CASE WHEN {_REDONE} OR {_OTHER_BODY} THEN 0 ELSE %(count)s END
+    RETURNING status, attempts, deliveries, (xmax = 0 OR {_REDONE}) AS applies, NOT {_OTHER_BODY} AS same_payload
 )"""
 
 _DECIDED_SIGNAL = """signal_row AS (
@@ -413,7 +418,7 @@ _DECIDED_SIGNAL = """signal_row AS (
            rejection_message = %(message)s, rejection_details = %(details)s,
            processed_at = CASE WHEN %(status)s IN ('accepted', 'rejected') THEN now() END
     WHERE signal_id = %(signal_id)s
-    RETURNING status, attempts, deliveries, true AS applies
+    RETURNING status, attempts, deliveries, true AS applies, true AS same_payload
 )"""
 
 # Events keep their list order in the outbox's seq, which is the order they are published in.
@@ -450,7 +455,7 @@ def _decision_statement(signal_row: str) -> str:
         {applies}
         ON CONFLICT (order_id) DO NOTHING
     ), {_outbox(applies)}
-    SELECT status, attempts, deliveries, applies FROM signal_row
+    SELECT status, attempts, deliveries, applies, same_payload FROM signal_row
     """
 
 

@@ -260,6 +260,7 @@ class SignalRecord:
     attempts: int
     deliveries: int
     is_new: bool
+    same_payload: bool = True  # False: the id is known with another body (a reused signal_id)
 
 
 @attrs.frozen

@@ -9,6 +9,7 @@ synchronous: no I/O, no clock (``now`` is given), no exceptions for bad input.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import re
 import uuid
@@ -21,7 +22,8 @@ import attrs
 
 from ordermgr.domain.model import MarketSnapshot, Side, Signal
 
-__all__ = ["MAX_BODY_BYTES", "MAX_CLOCK_SKEW", "MAX_DEPTH", "InvalidSignal", "Problem", "decode_signal"]
+__all__ = ["MAX_BODY_BYTES", "MAX_CLOCK_SKEW", "MAX_DEPTH", "InvalidSignal", "Problem", "decode_signal",
+           "reused_signal_id"]
 
 MAX_BODY_BYTES: Final = 64 * 1024
 
@@ -76,6 +78,13 @@ class InvalidSignal:
     @property
     def message(self) -> str:
         return "; ".join(problem.message for problem in self.problems)
+
+
+def reused_signal_id(signal_id: str, body: bytes) -> str:
+    """Where a second, different signal under a known ``signal_id`` is filed. The same body
+    always gets the same id, so its redeliveries are counted, not answered again."""
+    digest = hashlib.sha256(signal_id.encode("utf-8", "surrogatepass") + b"\0" + body).hexdigest()
+    return f"reused:{digest[:32]}"
 
 
 def _new_id() -> str:
