@@ -181,7 +181,7 @@ async def run(
         async with anyio.create_task_group() as outer:
             await outer.start(broker.run)
             sync = SyncService(store)  # also the API's metrics source
-            api = create_api(queries=Queries(store.pool), api_key=config.api_key, sync=sync, metrics=sync)
+            api = create_api(queries=Queries(store.pool), api_key=config.api_key, sync=sync, metrics=sync, assets=sync)
             port = await outer.start(serve, create_app(state, api=api), http_host, config.port)
             if handle_signals:
                 outer.start_soon(watch_signals, stop)

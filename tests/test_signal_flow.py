@@ -269,3 +269,31 @@ async def test_the_quickstart_curl_commands_return_the_documented_shapes(fresh_q
     assert (position["asset"], position["size"]) == ("BTCUSDT", "0.020")
     assert set(synced) == {"status", "synced_orders", "updated_orders", "errors", "timestamp"}
     assert synced["status"] == "completed" and synced["errors"] == []
+
+
+async def test_assets_the_venue_does_not_list_are_404_unknown_asset_and_start_no_actor(fresh_queues: str) -> None:
+    """Found by a fuzzer: each sync for a new made-up symbol started an actor that lived until
+    shutdown. A symbol the venue does not list is refused on every path that names one."""
+    import aiohttp
+
+    headers = {"X-API-Key": "test-api-key"}
+    async with running_service(venue=paper_venue()) as service, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{service.port}/api/v1"
+        answers = []
+        for n in range(20):
+            async with http.post(f"{base}/sync", json={"scope": "active", "asset": f"ZZFUZZ{n:05d}"},
+                                 headers=headers) as response:  # fmt: skip
+                answers.append((response.status, (await response.json())["code"]))
+        async with http.get(f"{base}/positions/zzfuzz00001", headers=headers) as response:
+            unlisted = (response.status, await response.json())
+        async with http.get(f"{base}/positions/ETHUSDT", headers=headers) as response:
+            never_held = (response.status, (await response.json())["code"])
+        async with http.post(f"{base}/sync", json={"scope": "active", "asset": "ETHUSDT"}, headers=headers) as response:
+            listed = response.status
+
+    assert answers == [(404, "unknown_asset")] * 20
+    assert unlisted[0] == 404 and unlisted[1]["code"] == "unknown_asset"
+    assert unlisted[1]["details"] == {"asset": "ZZFUZZ00001"}
+    assert (never_held, listed) == ((404, "not_found"), 200)
+    started = [getattr(r, "asset", "") for r in service.logs.records if r.getMessage() == "symbol actor started"]
+    assert started == ["ETHUSDT"]

@@ -12,7 +12,7 @@ from ordermgr.actors.book import SyncResult
 from ordermgr.actors.messages import AdoptOrder, GetState, SyncRequest, ValidatePosition
 from ordermgr.actors.supervisor import Supervisor
 from ordermgr.domain.decision import link_key_of
-from ordermgr.domain.errors import SyncInProgress, VenueUnavailable
+from ordermgr.domain.errors import SyncInProgress, UnknownAsset, VenueUnavailable
 from ordermgr.domain.model import SyncReport
 from ordermgr.metrics import SymbolMetrics
 from ordermgr.ports import Store, Venue
@@ -50,7 +50,25 @@ class SyncService:
         finally:
             self._running = False
 
+    async def is_listed(self, asset: str) -> bool | None:
+        """Whether the venue lists ``asset`` (or we trade it already); None when it cannot tell now."""
+        supervisor, venue = self._supervisor, self._venue
+        if supervisor is not None and asset in supervisor.symbols:
+            return True  # an actor runs for it: it has orders or a position, listed or not
+        if venue is None:
+            return None
+        try:
+            return await venue.instrument(asset) is not None
+        except VenueUnavailable:
+            return None
+
     async def _sync(self, supervisor: Supervisor, venue: Venue, scope: str, asset: str | None) -> SyncReport:
+        if asset is not None:
+            listed = await self.is_listed(asset)
+            if listed is None:  # unknown: no actor is started on a guess
+                return SyncReport("failed", 0, 0, (f"{asset}: the venue's instrument list is unavailable",))
+            if not listed:
+                raise UnknownAsset(asset)
         symbols = [asset] if asset else supervisor.symbols
         replies = await supervisor.ask(lambda reply: SyncRequest(reply), symbols)
         result = sum(replies.values(), SyncResult())

@@ -29,3 +29,11 @@ class BrokerUnavailable(OrderManagerError):
 
 class SyncInProgress(OrderManagerError):
     """A sync with the venue is already running (answered 409)."""
+
+
+class UnknownAsset(OrderManagerError):
+    """A symbol the venue does not list (answered 404 ``unknown_asset``): nothing is started for it."""
+
+    def __init__(self, asset: str) -> None:
+        super().__init__(f"{asset} is not a symbol the venue lists")
+        self.asset = asset

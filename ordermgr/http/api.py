@@ -34,7 +34,7 @@ from ordermgr.db.queries import (
     Queries,
     Row,
 )
-from ordermgr.domain.errors import StoreUnavailable, SyncInProgress
+from ordermgr.domain.errors import StoreUnavailable, SyncInProgress, UnknownAsset
 from ordermgr.domain.events import dumps
 from ordermgr.domain.model import SyncReport
 from ordermgr.http import openapi as spec
@@ -50,9 +50,18 @@ class SyncRunner(Protocol):
     """Runs one reconciliation with the venue now (contract §7.10) and tells what it did.
     ``scope`` is ``active`` or ``all``; ``asset`` (upper-case) narrows it to one symbol. A venue
     that fails is a report (``partial`` / ``failed`` with ``errors``), not an exception; raises
-    ``SyncInProgress`` (409) when a sync is already running, ``StoreUnavailable`` gives a 503."""
+    ``SyncInProgress`` (409) when a sync is already running, ``UnknownAsset`` (404) for a symbol the
+    venue does not list (nothing is started for it), ``StoreUnavailable`` gives a 503."""
 
     async def sync(self, scope: str, asset: str | None) -> SyncReport: ...
+
+
+class AssetDirectory(Protocol):
+    """Which symbols exist: a ``{asset}`` the venue does not list is a 404 ``unknown_asset``."""
+
+    async def is_listed(self, asset: str) -> bool | None:
+        """True when the venue lists ``asset`` (or the service trades it); None when it cannot tell."""
+        ...
 
 
 class InvalidParameter(Exception):
@@ -69,10 +78,12 @@ class InvalidBody(Exception):
     """The request body is not the JSON object the operation takes; 400 ``invalid_body``."""
 
 
-def create_api(*, queries: Queries, api_key: str, sync: SyncRunner, metrics: MetricsSource) -> web.Application:
+def create_api(
+    *, queries: Queries, api_key: str, sync: SyncRunner, metrics: MetricsSource, assets: AssetDirectory
+) -> web.Application:
     if not api_key:
         raise ValueError("an API key is required")
-    handlers = _Handlers(queries, sync, metrics, dumps(spec.build_document()))
+    handlers = _Handlers(queries, sync, metrics, assets, dumps(spec.build_document()))
     app = web.Application(middlewares=[_errors, _require_key(api_key.encode())])
     app.add_routes([
         web.get("/v1/orders", handlers.orders, allow_head=False),
@@ -104,6 +115,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(400, "invalid_body", str(exc))
     except SyncInProgress:
         return error_response(409, "sync_in_progress", "a sync is already running; try again when it ends")
+    except UnknownAsset as exc:
+        return _unknown_asset(exc.asset)
     except StoreUnavailable as exc:
         log.warning("api: database unavailable", extra={"error": str(exc), "path": request.path})
         return error_response(503, "database_unavailable", "the database is unavailable; try again shortly")
@@ -344,6 +357,7 @@ class _Handlers:
     queries: Queries
     syncer: SyncRunner
     metrics_source: MetricsSource
+    assets: AssetDirectory
     document: bytes  # serialised once: the document never changes while the process runs
 
     async def orders(self, request: web.Request) -> web.Response:
@@ -375,7 +389,9 @@ class _Handlers:
         read_query(request, {})
         asset = _symbol("asset", request.match_info["asset"])
         row = await self.queries.position(asset)
-        if row is None:
+        if row is None:  # a position once held is shown even if the venue no longer lists the symbol
+            if await self.assets.is_listed(asset) is False:
+                return _unknown_asset(asset)
             return _not_found(f"no position in {asset} has ever been held")
         return _json(_pick(row, POSITION_COLUMNS))
 
@@ -409,3 +425,7 @@ class _Handlers:
 
 def _not_found(message: str) -> web.Response:
     return error_response(404, "not_found", message)
+
+
+def _unknown_asset(asset: str) -> web.Response:
+    return error_response(404, "unknown_asset", f"{asset} is not a symbol the venue lists", {"asset": asset})

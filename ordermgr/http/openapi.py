@@ -243,7 +243,8 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "scope": {"type": "string", "enum": list(SYNC_SCOPES),
                       "description": "active: orders not yet final; all: also adopt our venue orders unknown here"},
-            "asset": {"type": "string", "pattern": SYMBOL_PATTERN, "description": "only this symbol"},
+            "asset": {"type": "string", "pattern": SYMBOL_PATTERN,
+                      "description": "only this symbol; 404 unknown_asset when the venue does not list it"},
         },
     },
     "SyncReport": _object({
@@ -326,7 +327,7 @@ def _error(description: str) -> dict[str, Any]:
 RESPONSES = {
     "BadRequest": _error("invalid or unknown parameter, or invalid body (code invalid_parameter / invalid_body)"),
     "Unauthorized": _error("X-API-Key missing or wrong (code unauthorized)"),
-    "NotFound": _error("no such resource (code not_found)"),
+    "NotFound": _error("no such resource (code not_found), or a symbol the venue does not list (code unknown_asset)"),
     "Conflict": _error("a sync is already running (code sync_in_progress)"),
     "Unavailable": _error("PostgreSQL unreachable or too slow (code database_unavailable)"),
     "InternalError": _error("a bug: logged with its traceback (code internal_error)"),
@@ -394,13 +395,14 @@ def _api_paths() -> dict[str, Any]:
         f"{v1}/positions/{{asset}}": _get(
             "getPosition", "the position in one asset", _json("the position", _ref("Position")),
             (*_API_ERRORS, "NotFound", "Unavailable"),
-            [_path("asset", SYMBOL, "symbol, case-insensitive; 404 when never held", "BTCUSDT")],
+            [_path("asset", SYMBOL, "symbol, case-insensitive; 404 not_found when never held, unknown_asset when "
+                   "the venue does not list it", "BTCUSDT")],
         ),
         f"{v1}/sync": {"post": {
             "operationId": "sync", "summary": "synchronise orders with the venue now", "tags": ["api"],
             "requestBody": sync_request,
             "responses": {"200": _json("what the sync did", _ref("SyncReport")),
-                          **_errors(*_API_ERRORS, "Conflict", "Unavailable")},
+                          **_errors(*_API_ERRORS, "NotFound", "Conflict", "Unavailable")},
         }},
         f"{v1}/signals/{{signal_id}}": _get(
             "getSignalLineage", "a signal's lineage: raw signal, decision, orders, events, fills, position",

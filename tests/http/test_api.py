@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ordermgr.db.migrate import apply_migrations
 from ordermgr.db.queries import OrderFilter, OrderPage, Queries, orders_statements
-from ordermgr.domain.errors import SyncInProgress
+from ordermgr.domain.errors import SyncInProgress, UnknownAsset
 from ordermgr.domain.model import SyncReport
 from ordermgr.http.api import create_api
 from ordermgr.metrics import SymbolMetrics
@@ -189,15 +189,23 @@ async def empty_database(conninfo: str) -> str:
 
 @attrs.define
 class FakeSync:
+    """The sync runner and the asset directory: the venue lists ``listed``."""
+
     report: SyncReport = attrs.field(factory=lambda: SyncReport("completed", 5, 2, ()))
     busy: bool = False
     calls: list[tuple[str, str | None]] = attrs.Factory(list)
+    listed: frozenset[str] = frozenset({"BTCUSDT", "ETHUSDT", "SOLUSDT"})
 
     async def sync(self, scope: str, asset: str | None) -> SyncReport:
         if self.busy:
             raise SyncInProgress()
+        if asset is not None and asset not in self.listed:
+            raise UnknownAsset(asset)
         self.calls.append((scope, asset))
         return self.report
+
+    async def is_listed(self, asset: str) -> bool | None:
+        return asset in self.listed
 
 
 @attrs.define
@@ -260,7 +268,7 @@ def fake_metrics() -> FakeMetrics:
 async def client(
     pool: AsyncConnectionPool[Any], fake_sync: FakeSync, fake_metrics: FakeMetrics
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    api = create_api(queries=Queries(pool), api_key=KEY, sync=fake_sync, metrics=fake_metrics)
+    api = create_api(queries=Queries(pool), api_key=KEY, sync=fake_sync, metrics=fake_metrics, assets=fake_sync)
     async with TestClient(TestServer(root_app(api))) as test_client:
         yield test_client
 
@@ -531,6 +539,25 @@ async def test_positions(seeded: Client) -> None:
     assert_error(status, body, 404, "not_found")
 
 
+async def test_a_position_in_a_symbol_the_venue_does_not_list_is_404_unknown_asset(
+    seeded: Client, fake_sync: FakeSync
+) -> None:
+    status, body = await get(seeded, "/api/v1/positions/ZZFUZZ00001")
+    assert_error(status, body, 404, "unknown_asset")
+    assert body["details"] == {"asset": "ZZFUZZ00001"}
+    fake_sync.listed = frozenset()  # delisted: a position once held is still shown
+    status, body = await get(seeded, "/api/v1/positions/BTCUSDT")
+    assert (status, body["size"]) == (200, "0.010")
+
+
+async def test_a_sync_of_a_symbol_the_venue_does_not_list_is_404_unknown_asset(
+    client: Client, fake_sync: FakeSync
+) -> None:
+    async with client.post("/api/v1/sync", json={"scope": "active", "asset": "ZZFUZZ00001"}, headers=AUTH) as response:
+        assert_error(response.status, await response.json(), 404, "unknown_asset")
+    assert fake_sync.calls == []
+
+
 # --- sync -----------------------------------------------------------------------------------
 
 
@@ -707,7 +734,7 @@ async def test_database_down_is_a_503(fake_sync: FakeSync, fake_metrics: FakeMet
     # Port 9 (discard) has no PostgreSQL: the pool never gets a connection and times out.
     unreachable = "host=127.0.0.1 port=9 dbname=none user=none connect_timeout=1"
     async with AsyncConnectionPool(unreachable, open=False, min_size=0, max_size=1, timeout=0.2) as down:
-        api = create_api(queries=Queries(down), api_key=KEY, sync=fake_sync, metrics=fake_metrics)
+        api = create_api(queries=Queries(down), api_key=KEY, sync=fake_sync, metrics=fake_metrics, assets=fake_sync)
         async with TestClient(TestServer(root_app(api))) as client:
             for path in ("/api/v1/orders", "/api/v1/orders/x", "/api/v1/positions", "/api/v1/positions/BTCUSDT",
                          "/api/v1/signals/x"):  # fmt: skip
@@ -723,7 +750,8 @@ class BrokenQueries:
 
 
 async def test_a_bug_is_a_500_in_the_error_shape(fake_sync: FakeSync, fake_metrics: FakeMetrics) -> None:
-    api = create_api(queries=BrokenQueries(), api_key=KEY, sync=fake_sync, metrics=fake_metrics)  # type: ignore[arg-type]
+    api = create_api(queries=BrokenQueries(), api_key=KEY, sync=fake_sync,  # type: ignore[arg-type]
+                     metrics=fake_metrics, assets=fake_sync)
     async with TestClient(TestServer(root_app(api))) as client:
         status, body = await get(client, "/api/v1/positions")
     assert_error(status, body, 500, "internal_error")
@@ -731,7 +759,8 @@ async def test_a_bug_is_a_500_in_the_error_shape(fake_sync: FakeSync, fake_metri
 
 def test_create_api_refuses_an_empty_key(fake_sync: FakeSync, fake_metrics: FakeMetrics) -> None:
     with pytest.raises(ValueError, match="API key"):
-        create_api(queries=None, api_key="", sync=fake_sync, metrics=fake_metrics)  # type: ignore[arg-type]
+        create_api(queries=None, api_key="", sync=fake_sync, metrics=fake_metrics,  # type: ignore[arg-type]
+                   assets=fake_sync)
 
 
 # --- speed on a large table (slow: run with -s to see the figures) ---------------------------------
@@ -782,7 +811,7 @@ async def test_listing_one_asset_stays_fast_with_100_000_orders(
     assert "Seq Scan" not in list_plan + count_plan  # both walk an index
     async with AsyncConnectionPool(perf_database, open=False, kwargs={"row_factory": dict_row}) as pool:
         await pool.wait()  # connections established: measure requests, not connecting
-        api = create_api(queries=Queries(pool), api_key=KEY, sync=fake_sync, metrics=fake_metrics)
+        api = create_api(queries=Queries(pool), api_key=KEY, sync=fake_sync, metrics=fake_metrics, assets=fake_sync)
         async with TestClient(TestServer(root_app(api))) as client:
             http_ms = []
             for _ in range(10):

@@ -52,7 +52,9 @@ class AllUp:
 
 def service_app(pool: AsyncConnectionPool[Any]) -> web.Application:
     """The parent app with the probes and the API mounted as app.py mounts it."""
-    return create_app(AllUp(), api=create_api(queries=Queries(pool), api_key=KEY, sync=FakeSync(), metrics=METRICS))
+    sync = FakeSync()
+    return create_app(AllUp(), api=create_api(queries=Queries(pool), api_key=KEY, sync=sync, metrics=METRICS,
+                                              assets=sync))  # fmt: skip
 
 
 # --- the document itself --------------------------------------------------------------------
