@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Protocol
 
+import anyio
 import attrs
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -38,12 +39,14 @@ from ordermgr.domain.errors import StoreUnavailable, SyncInProgress, UnknownAsse
 from ordermgr.domain.events import dumps
 from ordermgr.domain.model import SyncReport
 from ordermgr.http import openapi as spec
-from ordermgr.http.server import error_response, now_iso
+from ordermgr.http.server import error_response, http_error_response, now_iso
 from ordermgr.metrics import MetricsSource, aggregate, metrics_fields
 
 log = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-API-Key"
+AUTH_CHALLENGE = f'ApiKey realm="ordermgr", header="{API_KEY_HEADER}"'
+BODY_READ_TIMEOUT_S = 10.0  # a body sent slower than this holds a handler: answered 408
 
 
 class SyncRunner(Protocol):
@@ -100,10 +103,6 @@ def create_api(
 
 # --- middlewares --------------------------------------------------------------------------
 
-# aiohttp's own refusals (no route, wrong method, body too large), in the API's error shape.
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-
-
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -123,10 +122,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
-        if "Allow" in exc.headers:  # RFC 9110: a 405 lists the methods the resource has
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
+        return http_error_response(exc)
     except Exception:  # a bug: logged with its traceback, and answered in the error shape all the same
         log.exception("api: unexpected error", extra={"path": request.path, "method": request.method})
         return error_response(500, "internal_error", "unexpected error; see the service log")
@@ -138,7 +134,9 @@ def _require_key(expected: bytes) -> Middleware:
         given = request.headers.get(API_KEY_HEADER, "")
         # Constant time, on bytes: compare_digest refuses non-ASCII str, and headers may hold any byte.
         if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected):
-            return error_response(401, "unauthorized", f"missing or wrong {API_KEY_HEADER} header")
+            response = error_response(401, "unauthorized", f"missing or wrong {API_KEY_HEADER} header")
+            response.headers["WWW-Authenticate"] = AUTH_CHALLENGE  # RFC 9110 §11.6.1: a 401 names its scheme
+            return response
         return await handler(request)
 
     return require_key
@@ -177,8 +175,9 @@ def _choice(options: Sequence[str]) -> Parser:
 
 def _integer(low: int, high: int) -> Parser:
     def parse(name: str, raw: str) -> int:
-        # Digits only: int() would also take "+5", " 5" and "5_0".
-        if not (raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
+        # Digits only: int() would also take "+5", " 5" and "5_0"; and no more than the bound
+        # has, before int() (Python refuses to convert more than 4300 digits).
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(high)) and low <= int(raw) <= high):
             raise InvalidParameter(name, raw, f"an integer from {low} to {high}")
         return int(raw)
 
@@ -275,11 +274,15 @@ def read_sync_request(body: object) -> tuple[str, str | None]:
 
 async def _json_body(request: web.Request) -> object:
     # The body is read as JSON whatever its Content-Type: `curl -d` without -H sends a form type.
-    raw = await request.read()
-    try:
-        return json.loads(raw, parse_float=Decimal)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
-        raise InvalidBody("the body is not valid JSON") from None
+    with anyio.move_on_after(BODY_READ_TIMEOUT_S):
+        raw = await request.read()
+        try:
+            return json.loads(raw, parse_float=Decimal)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            raise InvalidBody("the body is not valid JSON") from None
+        except RecursionError:  # [[[[...: deeper than the parser can descend
+            raise InvalidBody("the body is nested too deeply to be read") from None
+    raise web.HTTPRequestTimeout(reason=f"the body did not arrive within {BODY_READ_TIMEOUT_S:g} s")
 
 
 # --- representations ----------------------------------------------------------------------

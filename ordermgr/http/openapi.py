@@ -329,14 +329,16 @@ RESPONSES = {
     "Unauthorized": _error("X-API-Key missing or wrong (code unauthorized)"),
     "NotFound": _error("no such resource (code not_found), or a symbol the venue does not list (code unknown_asset)"),
     "Conflict": _error("a sync is already running (code sync_in_progress)"),
+    "RequestTimeout": _error("the body did not arrive in time (code request_timeout)"),
+    "PayloadTooLarge": _error("the body is over 1 MiB (code payload_too_large)"),
     "Unavailable": _error("PostgreSQL unreachable or too slow (code database_unavailable)"),
     "InternalError": _error("a bug: logged with its traceback (code internal_error)"),
 }
 
 
 def _errors(*names: str) -> dict[str, Any]:
-    codes = {"BadRequest": "400", "Unauthorized": "401", "NotFound": "404", "Conflict": "409", "InternalError": "500",
-             "Unavailable": "503"}  # fmt: skip
+    codes = {"BadRequest": "400", "Unauthorized": "401", "NotFound": "404", "RequestTimeout": "408", "Conflict": "409",
+             "PayloadTooLarge": "413", "InternalError": "500", "Unavailable": "503"}  # fmt: skip
     return {codes[name]: {"$ref": f"#/components/responses/{name}"} for name in sorted(names, key=codes.__getitem__)}
 
 
@@ -402,7 +404,8 @@ def _api_paths() -> dict[str, Any]:
             "operationId": "sync", "summary": "synchronise orders with the venue now", "tags": ["api"],
             "requestBody": sync_request,
             "responses": {"200": _json("what the sync did", _ref("SyncReport")),
-                          **_errors(*_API_ERRORS, "NotFound", "Conflict", "Unavailable")},
+                          **_errors(*_API_ERRORS, "NotFound", "RequestTimeout", "Conflict", "PayloadTooLarge",
+                                    "Unavailable")},
         }},
         f"{v1}/signals/{{signal_id}}": _get(
             "getSignalLineage", "a signal's lineage: raw signal, decision, orders, events, fills, position",

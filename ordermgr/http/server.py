@@ -12,7 +12,10 @@ from typing import Any, Protocol
 
 import anyio
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from anyio.abc import TaskStatus
+
+from ordermgr.http.protocol import HEAD_TIMEOUT_S, SafeRunner, hide_server_version
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,28 @@ def error_response(status: int, code: str, message: str, details: Mapping[str, A
     return web.json_response({"error": message, "code": code, "details": dict(details or {})}, status=status)
 
 
+# aiohttp's own refusals (no route, wrong method, body too large), in the API's error shape.
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large"}
+
+
+def http_error_response(exc: web.HTTPException) -> web.Response:
+    response = error_response(exc.status, HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+    if "Allow" in exc.headers:  # RFC 9110: a 405 lists the methods the resource has
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+@web.middleware
+async def http_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Routing refusals outside ``/api`` (``GET /nope``, ``POST /health``) in the error shape too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return http_error_response(exc)
+
+
 async def health(request: web.Request) -> web.Response:
     # Answered from the event loop alone: if this responds, the loop is alive.
     return web.json_response({"status": "healthy", "timestamp": now_iso()})
@@ -62,7 +87,8 @@ async def ready(request: web.Request) -> web.Response:
 
 def create_app(status: ServiceStatus, *, api: web.Application | None = None) -> web.Application:
     """The probes, and the REST API (``ordermgr.http.api``) mounted under ``/api``."""
-    app = web.Application()
+    app = web.Application(middlewares=[http_errors])
+    app.on_response_prepare.append(hide_server_version)
     app[STATUS] = status
     app.add_routes([web.get("/health", health), web.get("/live", health), web.get("/ready", ready)])
     if api is not None:
@@ -71,10 +97,13 @@ def create_app(status: ServiceStatus, *, api: web.Application | None = None) -> 
 
 
 async def serve(
-    app: web.Application, host: str, port: int, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
-) -> None:
-    """Serve ``app`` until cancelled; ``task_status.started`` gets the bound port (0 → a free one)."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    app: web.Application, host: str, port: int, *, head_timeout_s: float = HEAD_TIMEOUT_S,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:  # fmt: skip
+    """Serve ``app`` until cancelled; ``task_status.started`` gets the bound port (0 → a free one).
+    A connection that has not sent a complete request head within ``head_timeout_s``, or stays
+    idle that long between requests, is closed (``ordermgr.http.protocol``)."""
+    runner = SafeRunner(app, head_timeout_s=head_timeout_s, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
