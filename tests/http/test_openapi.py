@@ -165,7 +165,9 @@ async def test_the_served_document_is_the_document(client: Client) -> None:
 
 # --- schemathesis against a running server ----------------------------------------------------
 
-SCHEMATHESIS_EXAMPLES = 30  # per operation and phase: about 10 s in all
+# Per operation and phase: a short run in every `make test` (~400 cases, seconds on an idle machine;
+# the coverage phase's boundary cases do not depend on it). A long run found nothing in 21 520 cases.
+SCHEMATHESIS_EXAMPLES = 5
 
 
 @pytest.mark.slow
