@@ -1,12 +1,14 @@
-"""``python -m ordermgr.paper``: serve the paper venue until SIGTERM or SIGINT (exit 0)."""
+"""``python -m ordermgr.paper``: serve the paper venue until SIGTERM or SIGINT (exit 0); with
+``--ws-gateway`` it also plays ws-gateway (the standalone stack of docker-compose.yml)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 import anyio
@@ -18,16 +20,23 @@ from ordermgr.paper.venue import PaperVenue
 log = logging.getLogger("ordermgr.paper")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[PaperConfig, str]:
+def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> tuple[PaperConfig, str]:
+    """Secrets may come from the environment instead (PAPER_API_KEY, PAPER_API_SECRET,
+    PAPER_AMQP_URL, PAPER_GATEWAY_API_KEY), so they stay off the command line."""
     defaults = PaperConfig()
     parser = argparse.ArgumentParser(prog="python -m ordermgr.paper", description=__doc__)
     add = parser.add_argument
     add("--host", default=defaults.host)
     add("--port", type=int, default=8600)
-    add("--api-key", default=defaults.api_key)
-    add("--api-secret", default=defaults.api_secret)
-    add("--amqp-url", default=None, help="RabbitMQ URL for order events; omit to switch them off")
+    add("--api-key", default=environ.get("PAPER_API_KEY") or defaults.api_key)
+    add("--api-secret", default=environ.get("PAPER_API_SECRET") or defaults.api_secret)
+    add("--amqp-url", default=environ.get("PAPER_AMQP_URL") or None,
+        help="RabbitMQ URL for order events; omit to switch them off")
     add("--order-queue", default=defaults.order_queue)
+    add("--ws-gateway", action="store_true",
+        help="play ws-gateway too: its subscription API, and ticker events of the subscribed symbols")
+    add("--gateway-api-key", default=environ.get("PAPER_GATEWAY_API_KEY", defaults.gateway_api_key))
+    add("--ticker-queue", default=defaults.ticker_queue)
     add("--seed", type=int, default=defaults.seed)
     add("--price-walk-interval", type=float, default=defaults.price_walk_interval_s, help="seconds; 0 = off")
     add("--price-walk-step", type=Decimal, default=defaults.price_walk_step, help="max relative move per tick")
@@ -51,6 +60,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PaperConfig, str]:
         market_fill_parts=args.market_fill_parts,
         enforce_rate_limits=args.enforce_rate_limits,
         access_log=args.access_log,
+        ws_gateway=args.ws_gateway,
+        gateway_api_key=args.gateway_api_key,
+        ticker_queue=args.ticker_queue,
     )
     return config, args.log_level
 

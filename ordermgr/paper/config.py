@@ -37,5 +37,10 @@ class PaperConfig:
     enforce_rate_limits: bool = False
     rate_limit_reset_ms: int = 200  # how far in the future a 10006 says the limit resets
     event_buffer: int = 10_000  # events kept while RabbitMQ is slow or away
+    # Play ws-gateway too (ordermgr.paper.gateway): serve its subscription API and publish the
+    # subscribed symbols' ticker events to ``ticker_queue``.
+    ws_gateway: bool = False
+    gateway_api_key: str = attrs.field(default="", repr=False)  # X-API-Key of the subscription API
+    ticker_queue: str = "ws-gateway.ticker"
     shutdown_timeout_s: float = 0.5
     access_log: bool = False

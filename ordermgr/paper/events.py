@@ -1,4 +1,5 @@
-"""Order events to RabbitMQ, shaped as ws-gateway publishes them (contract §3.2).
+"""Order events (and the ws-gateway stand-in's ticker events) to RabbitMQ, shaped as ws-gateway
+publishes them (contract §3.2, §14.1).
 
 HTTP handlers and the engine never wait for the broker: they hand envelopes to a bounded
 in-memory stream (``offer``), and one publisher task drains it, reconnecting whenever
@@ -13,6 +14,7 @@ import logging
 import random
 import uuid
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 
@@ -65,9 +67,15 @@ def envelope(payload: Json) -> Json:
     }
 
 
-class OrderEvents:
-    def __init__(self, amqp_url: str | None, queue: str, buffer: int, faults: Faults, seed: int) -> None:
+class EventStream:
+    """One queue's events; ``wrap`` puts each payload in its envelope (the order one by default)."""
+
+    def __init__(
+        self, amqp_url: str | None, queue: str, buffer: int, faults: Faults, seed: int,
+        wrap: Callable[[Json], Json] = envelope,
+    ) -> None:  # fmt: skip
         self.stats = EventStats()
+        self._wrap = wrap
         self._url = amqp_url
         self._queue = queue
         self._buffer = buffer
@@ -95,7 +103,7 @@ class OrderEvents:
             copies = 2
         for _ in range(copies):
             try:
-                self._send.send_nowait(envelope(payload))
+                self._send.send_nowait(self._wrap(payload))
             except anyio.WouldBlock:
                 self.stats.overflowed += 1
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):

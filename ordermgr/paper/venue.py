@@ -18,8 +18,9 @@ from anyio.abc import TaskStatus
 from ordermgr.paper import wire
 from ordermgr.paper.config import PaperConfig
 from ordermgr.paper.engine import Engine, EngineSettings
-from ordermgr.paper.events import OrderEvents
+from ordermgr.paper.events import EventStream
 from ordermgr.paper.faults import Faults
+from ordermgr.paper.gateway import Gateway, ticker_envelope
 from ordermgr.paper.instruments import LISTINGS, Listing
 from ordermgr.paper.limits import RateLimits
 from ordermgr.paper.records import Order
@@ -46,7 +47,11 @@ class PaperVenue:
         self.config = config
         self.listings = listings
         self.faults = Faults()
-        self.events = OrderEvents(config.amqp_url, config.order_queue, config.event_buffer, self.faults, config.seed)
+        self.events = EventStream(config.amqp_url, config.order_queue, config.event_buffer, self.faults, config.seed)
+        # The ws-gateway stand-in's ticker events: never faulted, published only when playing ws-gateway.
+        self.ticker_events = EventStream(config.amqp_url if config.ws_gateway else None, config.ticker_queue,
+                                         config.event_buffer, Faults(), config.seed, wrap=ticker_envelope)
+        self.gateway = Gateway(config.gateway_api_key, self.ticker_item, self.ticker_events.offer, _clock_ms)
         self.limits = RateLimits()
         self.engine = self._new_engine()
         self.base_url: str | None = None
@@ -60,6 +65,14 @@ class PaperVenue:
     def set_price(self, symbol: str, price: Decimal | str) -> None:
         """Set the last price and fill the resting limit orders it crosses."""
         self.engine.set_price(symbol, Decimal(price))
+        self.gateway.price_changed(symbol)
+
+    def ticker_item(self, symbol: str) -> dict[str, object] | None:
+        """The ``/v5/market/tickers`` item of ``symbol`` now; None for a symbol not listed."""
+        listing = self.engine.listings.get(symbol)
+        if listing is None:
+            return None
+        return wire.ticker(listing, self.engine.prices[symbol], wire.next_funding_ms(_clock_ms()))
 
     def price(self, symbol: str) -> Decimal:
         return self.engine.prices[symbol]
@@ -108,13 +121,17 @@ class PaperVenue:
         ``shutdown_timeout_s`` (cleanup is shielded and bounded).
         """
         closing = anyio.Event()
+        app = VenueHttp(self, closing).app()
+        if self.config.ws_gateway:
+            self.gateway.add_routes(app)
         runner = web.AppRunner(
-            VenueHttp(self, closing).app(),
+            app,
             shutdown_timeout=self.config.shutdown_timeout_s,
             access_log=logging.getLogger("ordermgr.paper.access") if self.config.access_log else None,
         )
         async with anyio.create_task_group() as tg:
             await tg.start(self.events.run)
+            await tg.start(self.ticker_events.run)
             await runner.setup()
             try:
                 site = web.TCPSite(runner, self.config.host, self.config.port)
@@ -135,6 +152,7 @@ class PaperVenue:
         """Advance the seeded random walk by one tick for every symbol (fills included)."""
         for symbol in self.listings:
             self.engine.set_price(symbol, self._walk_step(symbol))
+            self.gateway.price_changed(symbol)
 
     async def _walk_prices(self) -> None:
         while True:

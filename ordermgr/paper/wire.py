@@ -296,6 +296,11 @@ def instrument(listing: Listing) -> Json:
     }
 
 
+def next_funding_ms(now_ms: int) -> int:
+    """Funding every 8 h, on the hour (00:00, 08:00, 16:00 UTC)."""
+    return (now_ms // 28_800_000 + 1) * 28_800_000
+
+
 def ticker(listing: Listing, last: Decimal, next_funding_ms: int) -> Json:
     """An item of ``/v5/market/tickers`` for category linear (bybit.md §1.10)."""
     inst = listing.instrument

@@ -33,6 +33,7 @@ from ordermgr.bybit.wire import (
 )
 from ordermgr.domain.model import Accepted, OrderRequest, OrderType, RetryPolicy, Side
 from ordermgr.paper import PaperVenue
+from ordermgr.paper.gateway import TickerStream
 from tests.bybit.conftest import SleepLog
 from tests.paper.helpers import call, make_session, place, running_venue
 
@@ -441,3 +442,19 @@ async def test_paper_order_events_have_the_real_ws_keys_and_types(paper_answers:
     ws_only = {"brokerOrderPrice", "closedPnl", "isLeverage", "rpiMatchedQty", "rpiTakerAccess", "slippageTolerance",
                "slippageToleranceType"}  # fmt: skip
     assert set(item) - real_keys <= NEWER_FIELDS["order"] | ws_only
+
+
+async def test_paper_ticker_events_have_the_real_ws_ticker_keys_and_types() -> None:
+    """The ws-gateway stand-in's ticker payload against a real stream item (contract §14.1)."""
+    published: list[dict[str, Any]] = []
+    async with running_venue(initial_prices={"BTCUSDT": D("17216")}) as venue:
+        item = venue.ticker_item("BTCUSDT")
+        assert item is not None
+        TickerStream(published.append).snapshot(item, 1673272861686)
+    (payload,) = published
+    message = load(f"{N}/ws_ticker_linear.json")
+    (real,) = ws_items(f"{N}/ws_ticker_linear.json")
+    assert shape_differences(real, payload) == []
+    assert shape_differences({"type": message["type"], "ts": message["ts"]}, payload) == []
+    rest_keys = set(rest_items(f"{H}/v5-market-get-tickers-inverse.json")[0])
+    assert set(payload) - set(real) - {"type", "ts"} <= rest_keys | NEWER_FIELDS["ticker"]  # all Bybit's own fields
