@@ -250,10 +250,10 @@ def _shown(var: _Var, raw: str) -> str:
     return "(hidden)" if var.secret else repr(raw)
 
 
-def _parse_all(env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+def _parse_all(env: Mapping[str, str], variables: tuple[_Var, ...] = _VARS) -> tuple[dict[str, Any], list[str]]:
     values: dict[str, Any] = {}
     problems: list[str] = []
-    for var in _VARS:
+    for var in variables:
         raw = env.get(var.name, var.default)
         if raw is None:
             problems.append(f"{var.name} is required but not set")
@@ -331,6 +331,16 @@ def load_config(env: Mapping[str, str]) -> Config:
         drain_timeout_s=v["ORDERMANAGER_DRAIN_TIMEOUT"],
         paper_seed=v["ORDERMANAGER_PAPER_SEED"],
     )
+
+
+def load_postgres_config(env: Mapping[str, str]) -> PostgresConfig:
+    """Only the POSTGRES_* variables, with the service's defaults and rules: what applying the
+    schema from another container (``python -m migrations.run``) needs. Raises ConfigError."""
+    values, problems = _parse_all(env, tuple(var for var in _VARS if var.name.startswith("POSTGRES_")))
+    if problems:
+        raise ConfigError(problems)
+    return PostgresConfig(values["POSTGRES_HOST"], values["POSTGRES_PORT"], values["POSTGRES_DB"],
+                          values["POSTGRES_USER"], values["POSTGRES_PASSWORD"])  # fmt: skip
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

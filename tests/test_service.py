@@ -65,6 +65,30 @@ async def _ready(port: int) -> tuple[int, dict[str, object]]:
         return response.status, await response.json()
 
 
+async def test_python_m_migrations_run_applies_the_schema_as_the_quickstart_runs_it(empty_database: str) -> None:
+    """`docker compose exec ws-gateway python -m migrations.run`, from the image's working
+    directory (the checkout here): only POSTGRES_* are needed, and a second run changes nothing."""
+    name = empty_database.split("dbname=")[1].split()[0]
+    env = {k: v for k, v in support.child_environment(POSTGRES_DB=name).items()
+           if not k.startswith(("ORDER_MANAGER_", "RABBITMQ_"))}  # fmt: skip
+    command = [sys.executable, "-m", "migrations.run"]
+    first = await anyio.run_process(command, env=env, cwd=support.REPO_ROOT, check=False)
+    second = await anyio.run_process(command, env=env, cwd=support.REPO_ROOT, check=False)
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr
+    versions = [version for version, _ in await anyio.to_thread.run_sync(migration_files)]
+    done = [json.loads(line) for line in (first.stdout + second.stdout).splitlines() if b"migrations done" in line]
+    assert [line["applied"] for line in done] == [versions, []]
+    assert [t for t in support.user_tables(empty_database) if t in EXPECTED_TABLES] == EXPECTED_TABLES
+
+
+def test_python_m_migrations_run_refuses_a_bad_variable_with_exit_2() -> None:
+    env = {**support.child_environment(), "POSTGRES_PORT": "none"}
+    result = subprocess.run([sys.executable, "-m", "migrations.run"], env=env, cwd=support.REPO_ROOT,
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 2
+    assert "POSTGRES_PORT='none' is invalid: expected an integer from 1 to 65535" in result.stderr
+
+
 async def test_ready_follows_the_database_without_a_restart(test_database: str) -> None:
     proxy = support.TcpProxy(support.PG_HOST, support.PG_PORT)
     stop = anyio.Event()
