@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import anyio
@@ -79,6 +80,22 @@ async def test_python_m_migrations_run_applies_the_schema_as_the_quickstart_runs
     done = [json.loads(line) for line in (first.stdout + second.stdout).splitlines() if b"migrations done" in line]
     assert [line["applied"] for line in done] == [versions, []]
     assert [t for t in support.user_tables(empty_database) if t in EXPECTED_TABLES] == EXPECTED_TABLES
+
+
+def test_the_migrations_are_found_beside_the_package_when_it_is_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in the image, where `python -m ...` in /app imports the copied source tree, which has no
+    ordermgr.migrations subpackage: the files are the checkout's migrations/ beside ordermgr/."""
+    from importlib import resources
+
+    from ordermgr.db import migrate
+
+    def not_installed(name: str) -> None:
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(resources, "files", not_installed)
+    found = migrate.migrations_dir()
+    assert str(found) == str(Path(support.REPO_ROOT) / "migrations")
+    assert [version for version, _ in migrate.migration_files()][0] == "001_create_orders_table"
 
 
 def test_python_m_migrations_run_refuses_a_bad_variable_with_exit_2() -> None:

@@ -19,14 +19,15 @@ _LOCK_KEY = 0x6F726465726D6772  # "ordermgr"
 
 
 def migrations_dir() -> Traversable:
-    """The installed package's copy, or ``migrations/`` beside the package in a checkout."""
+    """The installed package's copy, or ``migrations/`` beside the package in a checkout (and in
+    the image, whose working directory holds the copied source tree first on ``sys.path``)."""
     try:
         installed = resources.files("ordermgr.migrations")
         if any(entry.name.endswith(".sql") for entry in installed.iterdir()):
             return installed
     except ModuleNotFoundError:
         pass
-    return Path(__file__).resolve().parent.parent / "migrations"
+    return Path(__file__).resolve().parents[2] / "migrations"  # ordermgr/db/migrate.py → migrations/
 
 
 def migration_files() -> list[tuple[str, str]]:
