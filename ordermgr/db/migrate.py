@@ -30,9 +30,20 @@ def migrations_dir() -> Traversable:
     return Path(__file__).resolve().parents[2] / "migrations"  # ordermgr/db/migrate.py → migrations/
 
 
+class MigrationsMissing(RuntimeError):
+    """The schema files are not where the package looks: a packaging fault, not an outage, so
+    it stops the process instead of being retried like an unreachable database."""
+
+
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) pairs in order; the version is the file name without ``.sql``."""
-    files = sorted((entry for entry in migrations_dir().iterdir() if entry.name.endswith(".sql")), key=lambda e: e.name)
+    where = migrations_dir()
+    try:
+        files = sorted((entry for entry in where.iterdir() if entry.name.endswith(".sql")), key=lambda e: e.name)
+    except OSError as exc:
+        raise MigrationsMissing(f"no migrations directory at {where}: {exc}") from exc
+    if not files:
+        raise MigrationsMissing(f"no migration files in {where}")
     return [(entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8")) for entry in files]
 
 
