@@ -231,6 +231,7 @@ async def run_trading(
         store=store, venue=exchange, settings=decision_settings(config), exposure=ExposureBook(),
         wake_outbox=wakeup.notify, dry_run=config.dry_run, fallback_instruments=default_instruments,
         resubmit_window_s=config.resubmit_window_s, limit_order_ttl_s=config.limit_order_ttl_s,
+        signal_max_age_s=config.signal_max_age_s,
     )  # fmt: skip
     # Mailboxes and the intake stream hold more than the prefetch: routing never waits on a slow symbol.
     capacity = 2 * config.prefetch + 16
@@ -328,7 +329,7 @@ async def _take_signals(
         async with anyio.create_task_group() as intake:
             intake.start_soon(lambda: consume(broker, SIGNAL_QUEUE, hand_over_to(send), prefetch=config.prefetch, stop=intake_stop))
             intake.start_soon(lambda: run_intake(
-                receive, supervisor, store, known_symbols, wakeup.notify, max_age_s=config.signal_max_age_s))  # fmt: skip
+                receive, supervisor, store, known_symbols, wakeup.notify))  # fmt: skip
             await stop.wait()
             intake_stop.set()
             send.close()  # intake finishes the deliveries in hand, then ends

@@ -3,7 +3,9 @@
 ``decode_signal`` turns one message body into either a ``Signal`` or an ``InvalidSignal``
 that carries every reason the message was refused (one ``Problem`` per bad field), the raw
 body and enough identity (signal id, trace id, asset) to store, log and answer it. Pure and
-synchronous: no I/O, no clock (``now`` is given), no exceptions for bad input.
+synchronous: no I/O, no clock, no exceptions for bad input. A signal's age is not a rule of its
+body: the symbol actor refuses one that has grown too old (``stale_signal``, contract §15),
+whether it got old before it arrived or while it waited here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Final, NoReturn, TypeVar
 
@@ -80,11 +82,9 @@ def decode_signal(
     *,
     headers: Mapping[str, object] | None,
     is_known_symbol: Callable[[str], bool],
-    now: datetime,
-    max_age_s: float = 0,
     new_id: Callable[[], str] = _new_id,
 ) -> Signal | InvalidSignal:
-    """Decode one message body. ``now`` must be timezone-aware when ``max_age_s > 0``."""
+    """Decode one message body."""
     header_trace = _header_trace_id(headers)
     if len(body) > MAX_BODY_BYTES:
         problem = Problem(
@@ -97,7 +97,7 @@ def decode_signal(
     if not isinstance(parsed, dict):
         problem = Problem("body", "not_object", f"body must be a JSON object (got {_show(parsed)})")
         return _unparsed(body, "not_object", problem, header_trace, new_id)
-    context = _Context(is_known_symbol, now, max_age_s)
+    context = _Context(is_known_symbol)
     trace_id = header_trace or _usable_id(parsed.get("trace_id")) or new_id()
     return _validate(parsed, body, trace_id, context, new_id)
 
@@ -173,8 +173,6 @@ def _usable_id(value: object) -> str | None:
 @attrs.frozen
 class _Context:
     is_known_symbol: Callable[[str], bool]
-    now: datetime
-    max_age_s: float
 
 
 @attrs.define
@@ -236,7 +234,7 @@ def _read_fields(obj: dict[str, object], context: _Context, unstorable: bool) ->
         asset=found.take(_asset(_get(obj, "asset"), context.is_known_symbol)),
         amount=found.take(_amount(_get(obj, "amount"))),
         confidence=found.take(_confidence(_get(obj, "confidence"))),
-        timestamp=found.take(_timestamp(_get(obj, "timestamp"), context)),
+        timestamp=found.take(_timestamp(_get(obj, "timestamp"))),
         strategy_id=found.take(_optional_text("strategy_id", _get(obj, "strategy_id"), _MAX_ID_CHARS)),
         model_version=found.take(_optional_text("model_version", _get(obj, "model_version"), None)),
         is_warmup=found.take(_optional_bool("is_warmup", _get(obj, "is_warmup"))) or False,
@@ -317,7 +315,7 @@ def _confidence(value: object) -> Decimal | Problem:
     return _number("confidence", value, "a number from 0 to 1", minimum=Decimal(0), maximum=Decimal(1))
 
 
-def _timestamp(value: object, context: _Context) -> datetime | Problem:
+def _timestamp(value: object) -> datetime | Problem:
     wanted = "an ISO 8601 date-time with 'Z' or a UTC offset"
     if not isinstance(value, str):
         return _problem("timestamp", value, wanted)
@@ -328,20 +326,6 @@ def _timestamp(value: object, context: _Context) -> datetime | Problem:
     if parsed.utcoffset() is None:
         message = f"timestamp must include 'Z' or a UTC offset (got {_show(value)})"
         return Problem("timestamp", "format", message)
-    return _check_age(parsed, value, context)
-
-
-def _check_age(parsed: datetime, text: str, context: _Context) -> datetime | Problem:
-    if context.max_age_s <= 0:
-        return parsed
-    age = context.now - parsed
-    if age > timedelta(seconds=context.max_age_s):
-        return Problem(
-            "timestamp",
-            "too_old",
-            f"timestamp must be at most {context.max_age_s:g} s old (got {_show(text)}, "
-            f"{age.total_seconds():.0f} s old)",
-        )
     return parsed
 
 
