@@ -35,7 +35,7 @@ class Settings:
     amount_usdt: Decimal
     timeout_s: float
     venue_events: bool
-    advertised_limit: int  # requests/s the venue announces per endpoint; 0 = the venue's own
+    enforce_limits: bool  # the venue keeps Bybit's rate limits (else lifted: see bench.venue)
     count_venue_calls: bool = False  # venue access log on: requests per signal by path
     quiet_pct: float = 25.0  # wait for the machine to be at most this busy before publishing
     quiet_wait_s: float = 120.0
@@ -125,8 +125,9 @@ class Stage:
         argv = [sys.executable, "-m", "bench.venue", "--host", "127.0.0.1", "--port", str(port),
                 "--api-key", PAPER_KEY, "--api-secret", PAPER_SECRET, "--seed", "0",
                 "--price-walk-interval", "0", "--initial-balance", "1000000000000",
-                "--extra-symbols", str(extra_symbols_needed(s.symbols, s.amount_usdt)),
-                "--advertised-limit", str(s.advertised_limit)]  # fmt: skip
+                "--extra-symbols", str(extra_symbols_needed(s.symbols, s.amount_usdt))]  # fmt: skip
+        if not s.enforce_limits:
+            argv += ["--lift-rate-limits"]
         if s.venue_events:
             argv += ["--amqp-url", infra.AMQP_URL]
         if s.count_venue_calls:
