@@ -281,3 +281,16 @@ async def test_an_order_that_waits_for_the_budget_past_the_age_limit_is_rejected
     assert order["rejection_reason"].startswith("stale_signal: not sent")
     event = json.loads(answer.body)
     assert event["event_type"] == "rejected" and event["rejection_reason"]["code"] == "stale_signal"
+
+
+async def test_the_metrics_lines_carry_the_rate_limit_budget(fresh_queues: str) -> None:
+    venue = paper_venue()
+    async with running_service({"ORDERMANAGER_METRICS_INTERVAL": "0.2"}, venue=venue) as service:
+        await publish(signal("metrics-1"))
+        await service.logs.wait_for("signal acknowledged")
+        await service.logs.wait_for("service_metrics", count=service.logs.count("service_metrics") + 1)
+        lines = {record.getMessage(): record for record in service.logs.records}
+    create = lines["service_metrics"].rate_limits["endpoints"]["/v5/order/create"]  # type: ignore[attr-defined]
+    assert (create["limit"], create["requests"], create["rate_limited"]) == (10, 1, 0)
+    btc = lines["symbol_metrics"]
+    assert (btc.asset, btc.orders_placed, btc.rate_limit_waits) == ("BTCUSDT", 1, 0)  # type: ignore[attr-defined]

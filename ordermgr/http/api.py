@@ -69,10 +69,14 @@ class InvalidBody(Exception):
     """The request body is not the JSON object the operation takes; 400 ``invalid_body``."""
 
 
-def create_api(*, queries: Queries, api_key: str, sync: SyncRunner, metrics: MetricsSource) -> web.Application:
+def create_api(
+    *, queries: Queries, api_key: str, sync: SyncRunner, metrics: MetricsSource,
+    rate_limits: Callable[[], Mapping[str, Any]] | None = None,
+) -> web.Application:  # fmt: skip
+    """``rate_limits``: the venue's rate-limit budget figures, JSON-ready (``null`` without)."""
     if not api_key:
         raise ValueError("an API key is required")
-    handlers = _Handlers(queries, sync, metrics, dumps(spec.build_document()))
+    handlers = _Handlers(queries, sync, metrics, dumps(spec.build_document()), rate_limits)
     app = web.Application(middlewares=[_errors, _require_key(api_key.encode())])
     app.add_routes([
         web.get("/v1/orders", handlers.orders, allow_head=False),
@@ -345,6 +349,7 @@ class _Handlers:
     syncer: SyncRunner
     metrics_source: MetricsSource
     document: bytes  # serialised once: the document never changes while the process runs
+    rate_limits: Callable[[], Mapping[str, Any]] | None = None
 
     async def orders(self, request: web.Request) -> web.Response:
         query = read_query(request, ORDER_PARAMETERS)
@@ -399,6 +404,7 @@ class _Handlers:
         return _json({
             "symbols": {symbol: metrics_fields(snapshot[symbol]) for symbol in sorted(snapshot)},
             "total": metrics_fields(aggregate(snapshot)),
+            "rate_limits": self.rate_limits() if self.rate_limits else None,
             "timestamp": now_iso(),
         })  # fmt: skip
 
