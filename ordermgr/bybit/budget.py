@@ -31,6 +31,7 @@ Public endpoints (time, tickers, instruments) have no per-account limit: they ta
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import time
 from collections import OrderedDict, deque
@@ -42,12 +43,14 @@ import attrs
 
 from ordermgr.domain.model import Priority
 
+log = logging.getLogger(__name__)
 WINDOW_S: Final = 1.0
 # Bybit stamps in whole milliseconds and our answer stamp is taken in the worker thread after
 # the response is read: a few ms of slack keeps a request from landing in the window's last ms.
 MARGIN_S: Final = 0.01
 PACE_SHARE: Final = 0.9  # pacing a little faster than the limit, so the window stays what binds
 RESERVED_SLOTS: Final = 2  # worker slots only cancels and closes may take
+EXHAUSTED_LOG_EVERY_S: Final = 10.0  # "budget exhausted" is logged at most this often per endpoint
 # pybit method → (Bybit path, default requests per window for linear; bybit.md §4).
 ENDPOINTS: Final[Mapping[str, tuple[str, int]]] = {
     "place_order": ("/v5/order/create", 10),
@@ -125,6 +128,7 @@ class _Window:
     wait_s_total: float = 0.0
     wait_s_max: float = 0.0
     rate_limited: int = 0
+    exhausted_logged_at: float = -math.inf
 
     def used(self, now: float) -> int:
         cut = bisect.bisect_right(self.leaving, now)
@@ -238,7 +242,19 @@ class RateBudget:
         self._queues.setdefault(key, OrderedDict()).setdefault(symbol, deque()).append(ticket)
         self.dispatch()
         ticket.first_pass = False
+        if ticket.permit is None and window is not None:
+            self._note_exhausted(window, ticket.since)
         return ticket
+
+    def _note_exhausted(self, window: _Window, now: float) -> None:
+        """What an operator sees when the window is full: one line per endpoint now and then."""
+        full = now < window.blocked_until or window.used(now) >= window.limit
+        if full and now - window.exhausted_logged_at >= EXHAUSTED_LOG_EVERY_S:
+            window.exhausted_logged_at = now
+            queued = sum(len(t) for (_, path), s in self._queues.items() if path == window.path for t in s.values())
+            log.warning("rate-limit budget exhausted; requests wait for room", extra={
+                "endpoint": window.path, "limit_per_s": window.limit, "in_flight": window.in_flight, "queued": queued,
+                "blocked_for_s": round(max(0.0, window.blocked_until - now), 3)})  # fmt: skip
 
     def withdraw(self, ticket: Ticket) -> None:
         """The caller gave up: out of the queue, or its unused permit given back."""

@@ -217,6 +217,9 @@ class BybitClient:
     def _note_failure(self, method: str, failure: VenueFailure) -> None:
         if failure.kind is Kind.RATE_LIMITED:
             self._counters.rate_limited += 1
+            # The budget should keep these away; one that comes means someone else uses the
+            # account, the venue's limit is lower than it says, or an IP limit (403/429).
+            logger.warning("Bybit %s rate limited despite the budget; waiting for the reset: %s", method, failure)
         elif failure.kind is Kind.AUTH:
             self._counters.auth_error = auth_message(failure)
             logger.error(self._counters.auth_error)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from ordermgr.bybit.budget import MARGIN_S, PACE_SHARE, WINDOW_S, BudgetTimeout, RateBudget, Ticket
+from ordermgr.bybit.budget import (
+    EXHAUSTED_LOG_EVERY_S, MARGIN_S, PACE_SHARE, WINDOW_S, BudgetTimeout, RateBudget, Ticket,
+)
 from ordermgr.domain.model import Priority
 
 CREATE, CANCEL, REALTIME = "place_order", "cancel_order", "get_open_orders"
@@ -175,3 +177,16 @@ async def test_acquire_waits_for_an_answer_and_gives_up_at_its_deadline() -> Non
         assert got == [] and budget.figures().lanes["cancel"].queued == 1
         held.done()
     assert len(got) == 1 and budget.figures().lanes["cancel"].queued == 0
+
+
+def test_a_full_window_is_logged_once_in_a_while_not_per_request(
+    budget: RateBudget, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    fill_creates(budget)
+    for n in range(5):
+        budget.enqueue(CREATE, Priority.CLOSE, f"WAIT{n}")
+    clock.t += EXHAUSTED_LOG_EVERY_S
+    budget.enqueue(CREATE, Priority.CLOSE, "LATER")
+    lines = [r for r in caplog.records if r.getMessage() == "rate-limit budget exhausted; requests wait for room"]
+    assert [(r.endpoint, r.limit_per_s, r.queued) for r in lines] == [  # type: ignore[attr-defined]
+        ("/v5/order/create", 10, 1), ("/v5/order/create", 10, 6)]
