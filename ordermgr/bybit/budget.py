@@ -8,9 +8,10 @@ once. Here a request first takes a :class:`Permit`, which needs two things:
 
 - a free worker slot (pybit runs in threads; ``max_in_flight`` at once), and
 - room in its endpoint's window. The window counts every request in flight, and every answered
-  one until ``WINDOW_S`` (plus a small margin) after its answer arrived: the venue received it
-  before we read the answer, so a request sent after that can never find it still counted
-  there, whatever the latency.
+  one until ``WINDOW_S`` (plus a small margin) after the venue counted it: the caller tells when
+  (the venue's own time stamp on our clock, within when we sent it and when its answer came; at
+  the latest the answer), so a request sent after that can never find it still counted there,
+  whatever the latency.
 
 Who goes first when several wait (contract §15): the lanes of :class:`Priority` in order —
 cancels, then closes (reduce-only orders, operator closes), then orders that open or grow a
@@ -45,9 +46,9 @@ from ordermgr.domain.model import Priority
 
 log = logging.getLogger(__name__)
 WINDOW_S: Final = 1.0
-# Bybit stamps in whole milliseconds and our answer stamp is taken in the worker thread after
-# the response is read: a few ms of slack keeps a request from landing in the window's last ms.
-MARGIN_S: Final = 0.01
+# Bybit counts in whole milliseconds: a few ms of slack keep a request from landing in the
+# window's last one (the caller's estimate of when the venue counted a request is already late).
+MARGIN_S: Final = 0.005
 PACE_SHARE: Final = 0.9  # pacing a little faster than the limit, so the window stays what binds
 RESERVED_SLOTS: Final = 2  # worker slots only cancels and closes may take
 EXHAUSTED_LOG_EVERY_S: Final = 10.0  # "budget exhausted" is logged at most this often per endpoint
@@ -176,14 +177,15 @@ class Permit:
         self._open = True
 
     def done(
-        self, answered_at: float | None = None, *, limit: int | None = None, remaining: int | None = None,
+        self, counted_at: float | None = None, *, limit: int | None = None, remaining: int | None = None,
         blocked_s: float | None = None, rate_limited: bool = False,
     ) -> None:  # fmt: skip
-        """The request has its answer (or failed): ``answered_at`` is when it arrived (the
-        budget's clock; now when None), and the venue's headers and 10006 say what it knows."""
+        """The request has its answer (or failed): ``counted_at`` is when the venue counted it
+        (the budget's clock; at the latest when the answer arrived; now when None), and the
+        venue's headers and 10006 say what it knows."""
         if self._open:
             self._open = False
-            self._budget._finish(self._window, answered_at, limit, remaining, blocked_s, rate_limited)
+            self._budget._finish(self._window, counted_at, limit, remaining, blocked_s, rate_limited)
 
     def unused(self) -> None:
         """Never sent: give the slot and the window's room back."""
@@ -333,13 +335,13 @@ class RateBudget:
     # --- the answers -----------------------------------------------------------------------
 
     def _finish(
-        self, window: _Window | None, answered_at: float | None, limit: int | None, remaining: int | None,
+        self, window: _Window | None, counted_at: float | None, limit: int | None, remaining: int | None,
         blocked_s: float | None, rate_limited: bool,
     ) -> None:  # fmt: skip
         self._in_flight -= 1
         if window is not None:
             now = self._clock()
-            leaves_at = (now if answered_at is None else min(answered_at, now)) + WINDOW_S + MARGIN_S
+            leaves_at = (now if counted_at is None else min(counted_at, now)) + WINDOW_S + MARGIN_S
             window.in_flight -= 1
             window.count_until(leaves_at)
             if limit is not None and limit > 0:

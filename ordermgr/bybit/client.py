@@ -73,6 +73,7 @@ class BybitClient:
         self._transport = PybitTransport(api_key=api_key, api_secret=api_secret, base_url=base_url,
                                          timeout_s=timeout_s, venue_now_ms=self.venue_now_ms)
         self._offset_ms = 0
+        self._offset_error_ms = 0  # half the round trip that measured the offset: its uncertainty
         self._next_clock_sync = 0.0
         self._counters = _Counters()
 
@@ -95,6 +96,7 @@ class BybitClient:
         received = _local_ms()
         server_ms = _server_ms(reply)
         self._offset_ms = server_ms - (sent + received) // 2
+        self._offset_error_ms = (received - sent) // 2 + 1
         self._next_clock_sync = anyio.current_time() + CLOCK_RESYNC_S
         return server_ms
 
@@ -180,20 +182,21 @@ class BybitClient:
         self, method: str, params: Mapping[str, Any], permit: Permit, *, write: bool, backoff_s: float
     ) -> Reply:
         self._counters.requests += 1
-        answered: list[float] = []
+        stamps: list[tuple[float, float, int]] = []  # sent, answered (budget clock), answered (local ms)
 
         def call() -> Reply:
+            sent = self.budget.now()
             try:
                 return self._transport.call(method, params)
             finally:  # stamped in the worker thread, before the event loop gets to it
-                answered.append(self.budget.now())
+                stamps.append((sent, self.budget.now(), _local_ms()))
 
         try:
             # A write in flight must finish so we learn its outcome; a read may be abandoned.
             reply = await anyio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=not write)
         except VenueFailure as failure:
             limited = failure.kind is Kind.RATE_LIMITED
-            permit.done(answered[0] if answered else None, rate_limited=limited,
+            permit.done(self._counted_at(stamps, failure.time_ms), rate_limited=limited,
                         limit=failure.limit, remaining=None if limited else failure.limit_remaining,
                         blocked_s=self._rate_limit_wait(failure, backoff_s) if limited else None)  # fmt: skip
             self._note_failure(method, failure)
@@ -201,11 +204,16 @@ class BybitClient:
         except BaseException:
             permit.done()  # abandoned in flight: it may still reach the venue
             raise
-        permit.done(answered[0], limit=reply.limit, remaining=reply.limit_remaining)
+        permit.done(self._counted_at(stamps, reply.time_ms), limit=reply.limit, remaining=reply.limit_remaining)
         self._counters.last_success_at = time.time()
         if method not in PUBLIC_METHODS:
             self._counters.auth_error = None
         return reply
+
+    def _counted_at(self, stamps: list[tuple[float, float, int]], venue_ms: int | None) -> float | None:
+        if not stamps:
+            return None
+        return counted_at(*stamps[0], venue_ms, self._offset_ms, self._offset_error_ms)
 
     def _rate_limit_wait(self, failure: VenueFailure, backoff_s: float) -> float:
         """How long the endpoint stays closed after a rate-limit answer: until the venue's
@@ -239,6 +247,19 @@ class BybitClient:
 def auth_message(failure: VenueFailure) -> str:
     return (f"Bybit refused our credentials ({failure.code} {failure.message}): check "
             "BYBIT_API_KEY / BYBIT_API_SECRET and that BYBIT_ENVIRONMENT matches the key")
+
+
+def counted_at(
+    sent: float, answered: float, answered_local_ms: int, venue_ms: int | None, offset_ms: int, offset_error_ms: int
+) -> float:
+    """When the venue counted a request in its window, on the budget's clock (``sent`` and
+    ``answered``): the venue's own stamp of its answer (envelope ``time`` / ``Timenow``) moved to
+    our clock and made later by the clock offset's uncertainty; never before we sent it, never
+    after its answer came. A long round trip then costs the window half of it, not all of it."""
+    if venue_ms is None:
+        return answered
+    behind_s = (answered_local_ms + offset_ms - offset_error_ms - venue_ms) / 1000
+    return min(answered, max(sent, answered - behind_s))
 
 
 def _earlier(a: float, b: float | None) -> float:

@@ -51,9 +51,10 @@ class VenueFailure(Exception):
         self.code = code
         self.message = message
         self.reset_ms = reset_ms  # X-Bapi-Limit-Reset-Timestamp, venue clock
-        # X-Bapi-Limit and X-Bapi-Limit-Status of a refusal: it counted in the window too.
+        # X-Bapi-Limit, X-Bapi-Limit-Status and Timenow of a refusal: it counted in the window too.
         self.limit: int | None = None
         self.limit_remaining: int | None = None
+        self.time_ms: int | None = None
 
 
 @attrs.frozen
@@ -207,6 +208,7 @@ def with_limits(failure: VenueFailure, headers: Mapping[str, str] | None) -> Ven
     if headers is not None:
         failure.limit = _int_header(headers, "X-Bapi-Limit")
         failure.limit_remaining = _int_header(headers, "X-Bapi-Limit-Status")
+        failure.time_ms = _int_header(headers, "Timenow")
     return failure
 
 

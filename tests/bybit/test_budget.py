@@ -9,6 +9,7 @@ import pytest
 from ordermgr.bybit.budget import (
     EXHAUSTED_LOG_EVERY_S, MARGIN_S, PACE_SHARE, WINDOW_S, BudgetTimeout, RateBudget, Ticket,
 )
+from ordermgr.bybit.client import counted_at
 from ordermgr.domain.model import Priority
 
 CREATE, CANCEL, REALTIME = "place_order", "cancel_order", "get_open_orders"
@@ -190,3 +191,18 @@ def test_a_full_window_is_logged_once_in_a_while_not_per_request(
     lines = [r for r in caplog.records if r.getMessage() == "rate-limit budget exhausted; requests wait for room"]
     assert [(r.endpoint, r.limit_per_s, r.queued) for r in lines] == [  # type: ignore[attr-defined]
         ("/v5/order/create", 10, 1), ("/v5/order/create", 10, 6)]
+
+
+@pytest.mark.parametrize(
+    ("venue_ms", "offset_ms", "error_ms", "expected"),
+    [
+        (None, 0, 0, 10.100),  # no stamp: the answer's arrival, the latest it can have been
+        (1_000_050, 0, 2, 10.052),  # the venue's stamp, 2 ms later for the offset's uncertainty
+        (1_000_050 + 500, 500, 2, 10.052),  # a venue clock 500 ms ahead of ours
+        (999_000, 0, 0, 10.0),  # never before it was sent
+        (1_000_400, 0, 0, 10.100),  # never after its answer
+    ],
+)
+def test_when_the_venue_counted_a_request(venue_ms: int | None, offset_ms: int, error_ms: int, expected: float) -> None:
+    # Sent at 10.0 and answered at 10.1 on the budget's clock; the local wall clock read 1_000_100 ms then.
+    assert counted_at(10.0, 10.1, 1_000_100, venue_ms, offset_ms, error_ms) == pytest.approx(expected)
