@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ class Settings:
     quiet_pct: float = 25.0  # wait for the machine to be at most this busy before publishing
     quiet_wait_s: float = 120.0
     profile: bool = False  # py-spy on ordermgr during its burst
+    daemon_env: Mapping[str, str] = attrs.field(factory=dict)  # more of ordermgr's variables
 
     @property
     def logs(self) -> Path:
@@ -136,7 +137,8 @@ class Stage:
                                  log_path=s.logs / f"{self.tag}-venue.log")  # fmt: skip
         self.control = infra.VenueControl(f"http://127.0.0.1:{port}")
         await self.control.wait_up(30)
-        self.child = self.subject.start(s.repo, self.control.base_url, s.logs / f"{self.tag}-{self.subject.name}.log")
+        self.child = self.subject.start(s.repo, self.control.base_url, s.logs / f"{self.tag}-{self.subject.name}.log",
+                                        s.daemon_env)  # fmt: skip
         await procs.wait_for_line(self.child, self.subject.ready_line, 90)
         with anyio.fail_after(30):
             while await infra.consumer_count(infra.SIGNAL_QUEUE) < 1:
