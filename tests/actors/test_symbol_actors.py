@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -30,7 +31,9 @@ class FakeVenue:
     """Implements ``ports.Venue``. Orders for symbols in ``stalled`` wait until released; with
     ``budget_exhausted`` an order with a deadline waits past it (Expired, never placed)."""
 
-    def __init__(self, *, stalled: set[str] = frozenset(), budget_exhausted: bool = False) -> None:  # type: ignore[assignment]
+    def __init__(
+        self, *, stalled: set[str] = frozenset(), budget_exhausted: bool = False  # type: ignore[assignment]
+    ) -> None:
         self.placed: list[OrderRequest] = []
         self.expired: list[OrderRequest] = []
         self.cancelled: list[str] = []
@@ -190,7 +193,8 @@ async def test_a_signal_older_than_the_limit_is_rejected_stale_before_the_venue_
     [(status, code, details)] = stored(clean_database, "SELECT status, rejection_code, rejection_details FROM signals")
     assert (status, code, details["max_age_s"]) == ("rejected", "stale_signal", "5")  # type: ignore[index]
     [(event,)] = stored(clean_database, "SELECT body FROM order_events_outbox")
-    assert event["event_type"] == "rejected" and event["rejection_reason"]["code"] == "stale_signal"  # type: ignore[index]
+    answer: dict[str, Any] = event  # type: ignore[assignment]
+    assert answer["event_type"] == "rejected" and answer["rejection_reason"]["code"] == "stale_signal"
 
 
 async def test_an_order_whose_signal_goes_stale_waiting_for_the_budget_is_rejected_unsent(

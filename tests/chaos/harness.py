@@ -672,9 +672,10 @@ async def post_sync(port: int, scope: str = "all") -> dict[str, Any]:
 
 async def get_metrics(port: int) -> dict[str, Any]:
     """``GET /api/v1/metrics`` of the running daemon."""
-    url, timeout = f"http://127.0.0.1:{port}/api/v1/metrics", aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession() as http, http.get(url, headers={"X-API-Key": API_KEY}, timeout=timeout) as response:
-        return await response.json()  # type: ignore[no-any-return]
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        async with http.get(f"http://127.0.0.1:{port}/api/v1/metrics", headers={"X-API-Key": API_KEY}) as response:
+            return await response.json()  # type: ignore[no-any-return]
 
 
 async def queue_ready(queue: str) -> int:
