@@ -18,8 +18,9 @@ cancels, then closes (reduce-only orders, operator closes), then orders that ope
 position, then reads — and within a lane the symbols take turns (round robin), so a busy symbol
 never starves a quiet one. Orders that open or grow a position are also *paced*: at most one per
 ``PACE_SHARE × window / limit``, so their window slots free up one at a time rather than in
-clumps and a close or cancel never waits more than about one interval. Two worker slots are
-kept for cancels and closes, so a slow venue cannot fill every thread with routine work.
+clumps and a close or cancel never waits more than about one interval. Two worker slots beyond
+``max_in_flight`` are kept for cancels and closes, so a slow venue cannot fill every thread with
+routine work.
 
 The venue's headers correct the model: ``X-Bapi-Limit`` sets the endpoint's limit (another
 account tier, a lifted paper venue); an ``X-Bapi-Limit-Status`` lower than our own count means
@@ -50,7 +51,7 @@ WINDOW_S: Final = 1.0
 # window's last one (the caller's estimate of when the venue counted a request is already late).
 MARGIN_S: Final = 0.005
 PACE_SHARE: Final = 0.9  # pacing a little faster than the limit, so the window stays what binds
-RESERVED_SLOTS: Final = 2  # worker slots only cancels and closes may take
+RESERVED_SLOTS: Final = 2  # worker slots beyond max_in_flight that only cancels and closes may take
 EXHAUSTED_LOG_EVERY_S: Final = 10.0  # "budget exhausted" is logged at most this often per endpoint
 # pybit method → (Bybit path, default requests per window for linear; bybit.md §4).
 ENDPOINTS: Final[Mapping[str, tuple[str, int]]] = {
@@ -143,10 +144,10 @@ class _Window:
         return lane is not Priority.OPEN or now >= self.next_open
 
     def next_change(self, now: float) -> float:
-        """The earliest instant at which room may appear without an answer arriving."""
-        self.used(now)  # forget what has left, so the earliest leaving is in the future
+        """The earliest instant at which room may appear without an answer arriving: the end of
+        a 10006, of the pacing interval, or (only when the window is full) the next leaving."""
         later = [t for t in (self.blocked_until, self.next_open) if t > now]
-        if self.leaving:
+        if self.used(now) >= self.limit and self.leaving:
             later.append(self.leaving[0])
         return min(later, default=math.inf)
 
@@ -198,9 +199,11 @@ class RateBudget:
     """Shared by every request of the process (see the module docstring)."""
 
     def __init__(self, *, max_in_flight: int = 8, clock: Callable[[], float] = time.monotonic) -> None:
+        """``max_in_flight``: routine requests (opens, reads) at once; cancels and closes may use
+        ``RESERVED_SLOTS`` more (``threads`` in all)."""
         self._clock = clock
         self._max_in_flight = max_in_flight
-        self._reserved = min(RESERVED_SLOTS, max_in_flight - 1)
+        self.threads = max_in_flight + RESERVED_SLOTS
         self._in_flight = 0
         self._windows = {method: _Window(path, limit) for method, (path, limit) in ENDPOINTS.items()}
         # (lane, endpoint) → symbol → its waiting tickets; symbols in the order they are served next.
@@ -305,8 +308,7 @@ class RateBudget:
         return min((w.next_change(now) for w in self._windows.values()), default=math.inf)
 
     def _slot_free(self, lane: Priority) -> bool:
-        reserve = 0 if lane <= Priority.CLOSE else self._reserved
-        return self._in_flight < self._max_in_flight - reserve
+        return self._in_flight < (self.threads if lane <= Priority.CLOSE else self._max_in_flight)
 
     def _grant(self, ticket: Ticket, now: float) -> None:
         self._in_flight += 1

@@ -69,7 +69,7 @@ class BybitClient:
         self._rate_limit_wait_s = rate_limit_wait_s
         # The budget hands out worker slots; the limiter only bounds threads of abandoned reads.
         self.budget = budget or RateBudget(max_in_flight=max_concurrency)
-        self._limiter = anyio.CapacityLimiter(max_concurrency)
+        self._limiter = anyio.CapacityLimiter(self.budget.threads)
         self._transport = PybitTransport(api_key=api_key, api_secret=api_secret, base_url=base_url,
                                          timeout_s=timeout_s, venue_now_ms=self.venue_now_ms)
         self._offset_ms = 0
