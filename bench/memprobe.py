@@ -23,7 +23,7 @@ import anyio
 
 from bench import infra, procs, publisher
 from bench.listings import bench_listings, extra_symbols_needed, pick_symbols, prices
-from bench.run import LIFTED_LIMIT, REPO, RESULTS
+from bench.run import REPO, RESULTS
 from bench.subjects import PAPER_KEY, PAPER_SECRET, daemon_env
 
 
@@ -110,8 +110,8 @@ async def probe(args: argparse.Namespace) -> str:
     extra = extra_symbols_needed(args.symbols, args.amount)
     port = infra.free_port()
     argv = [sys.executable, "-m", "bench.venue", "--host", "127.0.0.1", "--port", str(port), "--price-walk-interval",
-            "0", "--initial-balance", "1000000000000", "--extra-symbols", str(extra), "--advertised-limit",
-            str(LIFTED_LIMIT), "--amqp-url", infra.AMQP_URL]  # fmt: skip
+            "0", "--initial-balance", "1000000000000", "--extra-symbols", str(extra), "--lift-rate-limits",
+            "--amqp-url", infra.AMQP_URL]  # fmt: skip
     venue = procs.spawn("venue", argv, env=procs.python_env(REPO, {}), cwd=REPO,
                         log_path=RESULTS / "logs" / "memprobe-venue.log")  # fmt: skip
     control = infra.VenueControl(f"http://127.0.0.1:{port}")

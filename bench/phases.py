@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -35,11 +35,12 @@ class Settings:
     amount_usdt: Decimal
     timeout_s: float
     venue_events: bool
-    advertised_limit: int  # requests/s the venue announces per endpoint; 0 = the venue's own
+    enforce_limits: bool  # the venue keeps Bybit's rate limits (else lifted: see bench.venue)
     count_venue_calls: bool = False  # venue access log on: requests per signal by path
     quiet_pct: float = 25.0  # wait for the machine to be at most this busy before publishing
     quiet_wait_s: float = 120.0
     profile: bool = False  # py-spy on ordermgr during its burst
+    daemon_env: Mapping[str, str] = attrs.field(factory=dict)  # more of ordermgr's variables
 
     @property
     def logs(self) -> Path:
@@ -125,8 +126,9 @@ class Stage:
         argv = [sys.executable, "-m", "bench.venue", "--host", "127.0.0.1", "--port", str(port),
                 "--api-key", PAPER_KEY, "--api-secret", PAPER_SECRET, "--seed", "0",
                 "--price-walk-interval", "0", "--initial-balance", "1000000000000",
-                "--extra-symbols", str(extra_symbols_needed(s.symbols, s.amount_usdt)),
-                "--advertised-limit", str(s.advertised_limit)]  # fmt: skip
+                "--extra-symbols", str(extra_symbols_needed(s.symbols, s.amount_usdt))]  # fmt: skip
+        if not s.enforce_limits:
+            argv += ["--lift-rate-limits"]
         if s.venue_events:
             argv += ["--amqp-url", infra.AMQP_URL]
         if s.count_venue_calls:
@@ -135,7 +137,8 @@ class Stage:
                                  log_path=s.logs / f"{self.tag}-venue.log")  # fmt: skip
         self.control = infra.VenueControl(f"http://127.0.0.1:{port}")
         await self.control.wait_up(30)
-        self.child = self.subject.start(s.repo, self.control.base_url, s.logs / f"{self.tag}-{self.subject.name}.log")
+        self.child = self.subject.start(s.repo, self.control.base_url, s.logs / f"{self.tag}-{self.subject.name}.log",
+                                        s.daemon_env)  # fmt: skip
         await procs.wait_for_line(self.child, self.subject.ready_line, 90)
         with anyio.fail_after(30):
             while await infra.consumer_count(infra.SIGNAL_QUEUE) < 1:

@@ -19,14 +19,13 @@ from typing import Any
 
 import anyio
 
-from bench import infra, procs, report
+from bench import infra, procs, ratelimits, report
 from bench.listings import pick_symbols
 from bench.phases import PhaseResult, Settings, SoakResult, run_phase, run_soak
 from bench.subjects import FLOOR, ORDERMGR, Subject
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-LIFTED_LIMIT = 1_000_000  # requests/s the bench's venue advertises (see bench.venue)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -47,8 +46,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--skip-ordermgr", action="store_true", help="measure the floor only")
     add("--no-venue-events", action="store_true", help="venue publishes no ws-gateway.order events")
     add("--venue-rate-limits", action="store_true",
-        help="keep the venue's advertised Bybit limits (10 creates/s), which ordermgr obeys and the floor "
-             "ignores; by default the venue advertises 1 000 000/s so the bench measures ordermgr, not the quota")
+        help="keep the venue's Bybit limits (10 creates/s, enforced), which ordermgr obeys and the floor meets "
+             "as 10006; by default they are lifted so the bench measures ordermgr, not the quota")
+    add("--rate-limits", action="store_true",
+        help="instead of the floor comparison: ordermgr flooded against the venue's enforced Bybit limits "
+             "(bench/ratelimits.py); --symbols, --amount and the --flood-*, --max-age, --probes, --close-via options")
+    add("--flood-rate", type=float, default=50, help="--rate-limits: signals/s offered (default 50)")
+    add("--flood-seconds", type=float, default=20, help="--rate-limits: how long (default 20)")
+    add("--max-age", type=float, default=5, help="--rate-limits: ORDERMANAGER_SIGNAL_MAX_AGE_SECONDS (default 5)")
+    add("--probes", type=int, default=4, help="--rate-limits: closes and cancels injected during the flood")
+    add("--close-via", choices=("reduce-only", "api"), default="reduce-only",
+        help="--rate-limits: a reduce-only order stands in for the close, or POST /api/v1/positions/{asset}/close")
     add("--count-venue-calls", action="store_true",
         help="venue access log on; reports venue requests per signal by path (adds a little venue CPU)")
     add("--profile", action="store_true", help="py-spy ordermgr during its burst (needs py-spy in the venv)")
@@ -69,7 +77,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[str, PhaseResu
         repo=REPO, results=RESULTS, symbols=args.symbols, amount_usdt=args.amount, timeout_s=args.timeout,
         venue_events=not args.no_venue_events, profile=args.profile, count_venue_calls=args.count_venue_calls,
         quiet_pct=args.quiet,
-        advertised_limit=0 if args.venue_rate_limits else LIFTED_LIMIT,
+        enforce_limits=args.venue_rate_limits,
     )  # fmt: skip
     subjects: list[Subject] = ([] if args.skip_floor else [FLOOR]) + ([] if args.skip_ordermgr else [ORDERMGR])
     phases = [("burst", args.signals, args.rate)] if args.signals > 0 else []
@@ -98,6 +106,38 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[str, PhaseResu
     return results, soak
 
 
+def flood(args: argparse.Namespace) -> int:
+    settings = Settings(repo=REPO, results=RESULTS, symbols=args.symbols, amount_usdt=args.amount,
+                        timeout_s=args.timeout, venue_events=not args.no_venue_events, enforce_limits=True,
+                        quiet_pct=args.quiet)  # fmt: skip
+    options = ratelimits.FloodSettings(rate=args.flood_rate, seconds=args.flood_seconds, symbols=args.symbols,
+                                       max_age_s=args.max_age, probes=args.probes, close_via=args.close_via,
+                                       amount_usdt=args.amount)  # fmt: skip
+    print(f"bench: rate-limit flood, {options.rate:g} signals/s over {options.symbols} symbols for "
+          f"{options.seconds:g} s ...", flush=True)  # fmt: skip
+
+    async def run() -> ratelimits.FloodResult:
+        try:
+            return await ratelimits.run_flood(settings, options)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await infra.drop_database()
+
+    try:
+        result = anyio.run(run, backend="asyncio")
+    except KeyboardInterrupt:
+        print("bench: interrupted; stopping child processes", file=sys.stderr)
+        return 130
+    finally:
+        procs.stop_all()
+    print()
+    print(ratelimits.table(result))
+    output = args.output.with_name("rate-limits.json") if args.output == RESULTS / "latest.json" else args.output
+    ratelimits.write_json(output, result)
+    print(f"\nresults: {output}")
+    return 0
+
+
 def _stop_on_signal(signum: int, frame: FrameType | None) -> None:
     # Turn SIGTERM/SIGHUP into the same unwinding as Ctrl-C, so `finally` stops the children.
     print(f"bench: got {signal.Signals(signum).name}", file=sys.stderr, flush=True)
@@ -109,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, _stop_on_signal)
     infra.ensure_services(REPO)
+    if args.rate_limits:
+        return flood(args)
     try:
         results, soak = anyio.run(bench, args, backend="asyncio")
     except KeyboardInterrupt:

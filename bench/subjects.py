@@ -4,6 +4,7 @@ ready, and how to read from its database what it has finished."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
@@ -28,7 +29,8 @@ class Subject:
     refused_sql: str  # of those, signals that produced no venue order
     links_sql: str  # orderLinkId → signal_id
 
-    def start(self, repo: Path, venue_url: str, log_path: Path) -> procs.Child:
+    def start(self, repo: Path, venue_url: str, log_path: Path, env: Mapping[str, str] | None = None) -> procs.Child:
+        """``env``: more of ordermgr's variables (the floor takes none)."""
         if self.name == "floor":
             argv = [sys.executable, "-m", "bench.floor", "--amqp-url", AMQP_URL, "--dsn", BENCH_DSN,
                     "--venue-url", venue_url, "--api-key", PAPER_KEY, "--api-secret", PAPER_SECRET,
@@ -37,8 +39,8 @@ class Subject:
         # The daemon runs from the results folder: no stray .env can reach it.
         cwd = log_path.parent
         argv = [sys.executable, "-m", "ordermgr"]
-        return procs.spawn("ordermgr", argv, env=procs.python_env(repo, daemon_env(venue_url)), cwd=cwd,
-                           log_path=log_path)  # fmt: skip
+        return procs.spawn("ordermgr", argv, env=procs.python_env(repo, {**daemon_env(venue_url), **(env or {})}),
+                           cwd=cwd, log_path=log_path)  # fmt: skip
 
 
 def daemon_env(venue_url: str) -> dict[str, str]:

@@ -28,6 +28,7 @@ from ordermgr.amqp.broker import (
     hand_over_to,
 )  # fmt: skip
 from ordermgr.amqp.ws_gateway import keep_subscribed, order_events_to
+from ordermgr.bybit.budget import BudgetFigures, RateBudget
 from ordermgr.bybit.exchange import BybitExchange
 from ordermgr.config import Config
 from ordermgr.db.migrate import apply_migrations
@@ -38,7 +39,7 @@ from ordermgr.domain.errors import VenueAuthError, VenueUnavailable
 from ordermgr.domain.model import Instrument
 from ordermgr.http.api import create_api
 from ordermgr.http.server import create_app, serve
-from ordermgr.metrics import metrics_log_fields
+from ordermgr.metrics import metrics_log_fields, service_log_fields
 from ordermgr.paper import PaperConfig, PaperVenue
 from ordermgr.paper.instruments import LISTINGS
 from ordermgr.ports import OrderEventDelivery, until_stored
@@ -181,7 +182,9 @@ async def run(
         async with anyio.create_task_group() as outer:
             await outer.start(broker.run)
             sync = SyncService(store)  # also the API's metrics source
-            api = create_api(queries=Queries(store.pool), api_key=config.api_key, sync=sync, metrics=sync, assets=sync)
+            budget = RateBudget()  # the account's, for every venue request (contract §15)
+            api = create_api(queries=Queries(store.pool), api_key=config.api_key, sync=sync, metrics=sync, assets=sync,
+                             rate_limits=lambda: budget.figures().as_fields())  # fmt: skip
             port = await outer.start(serve, create_app(state, api=api), http_host, config.port)
             if handle_signals:
                 outer.start_soon(watch_signals, stop)
@@ -193,7 +196,7 @@ async def run(
             assert base_url is not None
             exchange = BybitExchange(
                 api_key=config.bybit_api_key, api_secret=config.bybit_api_secret, base_url=base_url,
-                timeout_s=config.order_execution_timeout_s, retry=config.retry,
+                timeout_s=config.order_execution_timeout_s, retry=config.retry, budget=budget,
             )  # fmt: skip
             outer.start_soon(lambda: watch_venue(exchange, state, private=not config.dry_run))
             if not config.is_paper:
@@ -231,6 +234,7 @@ async def run_trading(
         store=store, venue=exchange, settings=decision_settings(config), exposure=ExposureBook(),
         wake_outbox=wakeup.notify, dry_run=config.dry_run, fallback_instruments=default_instruments,
         resubmit_window_s=config.resubmit_window_s, limit_order_ttl_s=config.limit_order_ttl_s,
+        signal_max_age_s=config.signal_max_age_s,
     )  # fmt: skip
     # Mailboxes and the intake stream hold more than the prefetch: routing never waits on a slow symbol.
     capacity = 2 * config.prefetch + 16
@@ -275,13 +279,19 @@ def _start_timers(tg: anyio.abc.TaskGroup, config: Config, supervisor: Superviso
     tg.start_soon(every, config.position_snapshot_interval_s, snapshot_tick(supervisor))
     if not config.dry_run:
         tg.start_soon(every, config.position_validation_interval_s, validation_tick(supervisor, exchange))
-    tg.start_soon(every, config.metrics_interval_s, lambda: _log_metrics(supervisor))
+    tg.start_soon(every, config.metrics_interval_s, lambda: _log_metrics(supervisor, exchange.rate_limits))
 
 
-async def _log_metrics(supervisor: Supervisor) -> None:
-    """Contract §10: one symbol_metrics line per active symbol every metrics interval."""
-    for symbol, figures in supervisor.symbol_metrics().items():
-        log.info("symbol_metrics", extra=metrics_log_fields(symbol, figures))
+async def _log_metrics(supervisor: Supervisor, rate_limits: Callable[[], BudgetFigures]) -> None:
+    """Contract §10: one symbol_metrics line per active symbol every metrics interval (with the
+    time its requests waited for the rate-limit budget), then one service_metrics line with the
+    totals and the budget's figures."""
+    metrics, budget = supervisor.symbol_metrics(), rate_limits()
+    for symbol, figures in metrics.items():
+        waits, waited_s = budget.waits_by_symbol.get(symbol, (0, 0.0))
+        log.info("symbol_metrics", extra={**metrics_log_fields(symbol, figures), "rate_limit_waits": waits,
+                                          "rate_limit_wait_s": round(waited_s, 3)})  # fmt: skip
+    log.info("service_metrics", extra={**service_log_fields(metrics), "rate_limits": budget.as_fields()})
 
 
 async def _follow_orders(broker: Broker, supervisor: Supervisor, prefetch: int, capacity: int) -> None:
@@ -328,7 +338,7 @@ async def _take_signals(
         async with anyio.create_task_group() as intake:
             intake.start_soon(lambda: consume(broker, SIGNAL_QUEUE, hand_over_to(send), prefetch=config.prefetch, stop=intake_stop))
             intake.start_soon(lambda: run_intake(
-                receive, supervisor, store, known_symbols, wakeup.notify, max_age_s=config.signal_max_age_s))  # fmt: skip
+                receive, supervisor, store, known_symbols, wakeup.notify))  # fmt: skip
             await stop.wait()
             intake_stop.set()
             send.close()  # intake finishes the deliveries in hand, then ends

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from psycopg.rows import dict_row
 from ordermgr.amqp.broker import ORDER_EVENTS_QUEUE, SIGNAL_QUEUE
 from ordermgr.domain.decision import order_link_id
 from ordermgr.paper import PaperVenue
+from ordermgr.paper.limits import LimitStatus, RateLimits
 from tests import support
 from tests.service import QueueReader, paper_venue, publish, queue_depth, reset_queues, running_service
 
@@ -190,7 +192,7 @@ async def test_a_rejected_signal_repeated_is_evaluated_again(fresh_queues: str) 
 
 
 async def test_a_hundred_signals_for_one_symbol_are_placed_in_arrival_order(fresh_queues: str) -> None:
-    venue = paper_venue()
+    venue = paper_venue(enforce_rate_limits=False)  # about the order, not the 10/s budget
     ids = [f"seq-{n:03d}" for n in range(100)]
     async with running_service(venue=venue) as service:
         for signal_id in ids:
@@ -297,3 +299,56 @@ async def test_assets_the_venue_does_not_list_are_404_unknown_asset_and_start_no
     assert (never_held, listed) == ((404, "not_found"), 200)
     started = [getattr(r, "asset", "") for r in service.logs.records if r.getMessage() == "symbol actor started"]
     assert started == ["ETHUSDT"]
+
+
+class NoRoomForCreates(RateLimits):
+    """The account's create budget is used up by someone else: every create meets 10006."""
+
+    def hit(self, endpoint: str, limit: int, now_ms: int) -> LimitStatus:
+        return super().hit(endpoint, 0 if endpoint == "/v5/order/create" else limit, now_ms)
+
+
+async def test_a_signal_older_than_the_age_limit_is_rejected_stale(fresh_queues: str) -> None:
+    venue = paper_venue()
+    async with running_service({"ORDERMANAGER_SIGNAL_MAX_AGE_SECONDS": "60"}, venue=venue) as service:
+        await publish(signal("old-1"))  # stamped 2026-11-23: long past the limit
+        await service.logs.wait_for("signal acknowledged")
+    [stored] = rows(fresh_queues, "SELECT status, rejection_code, rejection_details FROM signals")
+    assert (stored["status"], stored["rejection_code"]) == ("rejected", "stale_signal")
+    assert stored["rejection_details"]["max_age_s"] == "60" and venue.engine.orders == {}
+
+
+async def test_an_order_that_waits_for_the_budget_past_the_age_limit_is_rejected_stale_never_sent(
+    fresh_queues: str,
+) -> None:
+    venue = paper_venue(enforce_rate_limits=True)
+    venue.limits = NoRoomForCreates()
+    fresh = signal("late-1", timestamp=datetime.now(UTC).isoformat())
+    events = QueueReader(ORDER_EVENTS_QUEUE)
+    async with running_service({"ORDERMANAGER_SIGNAL_MAX_AGE_SECONDS": "1"}, venue=venue) as service, \
+            anyio.create_task_group() as tg:  # fmt: skip
+        await tg.start(events.run)
+        await publish(fresh)
+        await service.logs.wait_for("signal acknowledged", timeout_s=10)
+        [answer] = await events.wait_for(1)
+        tg.cancel_scope.cancel()
+    assert venue.engine.orders == {}  # every create met 10006: none executed, and none was sent after 1 s
+    [stored] = rows(fresh_queues, "SELECT status FROM signals WHERE signal_id = 'late-1'")
+    [order] = rows(fresh_queues, "SELECT status, rejection_reason FROM orders WHERE signal_id = 'late-1'")
+    assert stored["status"] == "rejected" and order["status"] == "rejected"
+    assert order["rejection_reason"].startswith("stale_signal: not sent")
+    event = json.loads(answer.body)
+    assert event["event_type"] == "rejected" and event["rejection_reason"]["code"] == "stale_signal"
+
+
+async def test_the_metrics_lines_carry_the_rate_limit_budget(fresh_queues: str) -> None:
+    venue = paper_venue()
+    async with running_service({"ORDERMANAGER_METRICS_INTERVAL": "0.2"}, venue=venue) as service:
+        await publish(signal("metrics-1"))
+        await service.logs.wait_for("signal acknowledged")
+        await service.logs.wait_for("service_metrics", count=service.logs.count("service_metrics") + 1)
+        lines = {record.getMessage(): record for record in service.logs.records}
+    create = lines["service_metrics"].rate_limits["endpoints"]["/v5/order/create"]  # type: ignore[attr-defined]
+    assert (create["limit"], create["requests"], create["rate_limited"]) == (10, 1, 0)
+    btc = lines["symbol_metrics"]
+    assert (btc.asset, btc.orders_placed, btc.rate_limit_waits) == ("BTCUSDT", 1, 0)  # type: ignore[attr-defined]

@@ -25,8 +25,8 @@ from ordermgr.domain import decision, orders
 from ordermgr.domain.errors import VenueUnavailable
 from ordermgr.domain.events import order_event, text
 from ordermgr.domain.model import (
-    Accepted, FillRecord, OrderRecord, OrderRequest, OrderType, Rejected, Side, Signal, Unavailable, Unknown,
-    VenueExecution, VenueOrder, VenuePosition, WriteOutcome,
+    Accepted, Expired, FillRecord, OrderRecord, OrderRequest, OrderType, Rejected, Side, Signal, Unavailable,
+    Unknown, VenueExecution, VenueOrder, VenuePosition, WriteOutcome,
 )  # fmt: skip
 from ordermgr.domain.positions import Position, apply_fill, unrealized_pnl
 from ordermgr.metrics import MetricsRecorder, SymbolMetrics
@@ -105,6 +105,8 @@ class SymbolBook:
                 await self.reject(record, f"{code}: {message}", settle_signal=settle_signal)
             case Unavailable(reason=reason):
                 await self.reject(record, f"venue_unavailable: {reason}", settle_signal=settle_signal)
+            case Expired(reason=reason):  # its signal grew too old waiting for the rate-limit budget
+                await self.reject(record, f"{decision.STALE_SIGNAL}: {reason}", settle_signal=settle_signal)
             case Unknown(reason=reason):
                 # It may exist on the venue: keep the intent; sync settles it by orderLinkId.
                 log.warning("order outcome unknown; left for reconciliation", extra={**context, "reason": reason})

@@ -40,4 +40,7 @@ class ActorDeps:
     # An intent the venue never received is sent again while younger than this, else rejected.
     resubmit_window_s: float = 300.0
     limit_order_ttl_s: float = 3600.0  # 0 = resting limit orders never expire
+    # A signal older than this (0 = no limit) is rejected stale_signal, also while its order
+    # waits for the rate-limit budget (contract §15).
+    signal_max_age_s: float = 0.0
     now: Callable[[], datetime] = lambda: datetime.now(UTC)

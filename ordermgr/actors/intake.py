@@ -31,8 +31,6 @@ async def run_intake(
     store: Store,
     known_symbols: KnownSymbols,
     wake_outbox: Callable[[], None],
-    *,
-    max_age_s: float = 0.0,
 ) -> None:
     """Handle deliveries until the stream closes."""
     async with deliveries:
@@ -40,10 +38,8 @@ async def run_intake(
             received = time.monotonic()
             symbols = await _symbols_when_known(known_symbols)
             now = datetime.now(UTC)
-            result = decode_signal(
-                delivery.body, headers=delivery.headers, is_known_symbol=symbols.__contains__, now=now,
-                max_age_s=max_age_s,
-            )  # fmt: skip
+            result = decode_signal(delivery.body, headers=delivery.headers, is_known_symbol=symbols.__contains__,
+                                   now=now)  # fmt: skip
             if isinstance(result, InvalidSignal):
                 await _answer_invalid(result, delivery, store, wake_outbox, now)
             else:

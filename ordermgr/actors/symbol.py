@@ -194,6 +194,9 @@ class SymbolActor:
         self, signal: Signal, attempt: int, first_delivery_size: int | None = None
     ) -> SignalRecord | None:
         """Decide and record; None when recorded, what is known when the signal was not new."""
+        stale = decision.stale(signal, self._deps.now(), self._deps.signal_max_age_s)
+        if stale is not None:
+            return await self._refuse(signal, attempt, stale, first_delivery_size)
         market = await self._market_context(signal)
         chosen = market if isinstance(market, decision.Refusal) else decision.plan(signal, market, self._deps.settings)
         if isinstance(chosen, decision.Refusal):
@@ -283,17 +286,19 @@ class SymbolActor:
             return None
         self.book.track(records)
         failpoints.hit(failpoints.AFTER_INTENT_COMMIT)
-        outcomes = await self._send_all(records)
+        outcomes = await self._send_all(records, decision.deadline(signal, self._deps.signal_max_age_s))
         placed = any(isinstance(outcome, Accepted | Unknown) for outcome in outcomes)
         (self.book.metrics.signal_accepted if placed else self.book.metrics.signal_rejected)()
         return None
 
-    async def _send_all(self, records: list[OrderRecord]) -> list[WriteOutcome]:
-        """Send each intent and commit the venue's answer; the last commit settles the signal."""
+    async def _send_all(self, records: list[OrderRecord], not_after: datetime | None = None) -> list[WriteOutcome]:
+        """Send each intent and commit the venue's answer; the last commit settles the signal.
+        ``not_after``: a first send gives up (Expired) when its signal goes stale waiting for the
+        rate-limit budget; a resent intent has none, as an earlier send may have landed."""
         outcomes = []
         for index, record in enumerate(records):
             log.info("order sent", extra={**record_context(record), **_order_context(record)})
-            outcome = await self._deps.venue.place_order(request_of(record))
+            outcome = await self._deps.venue.place_order(attrs.evolve(request_of(record), not_after=not_after))
             failpoints.hit(failpoints.AFTER_VENUE_CALL)
             await self.book.settle(record, outcome, settle_signal=index == len(records) - 1)
             outcomes.append(outcome)

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import anyio
 
+from ordermgr.bybit.budget import BudgetFigures, BudgetTimeout, RateBudget
 from ordermgr.bybit.client import MAX_PAGES, BybitClient, ExchangeStatistics
 from ordermgr.bybit.tickers import FreshTickers
 from ordermgr.bybit.transport import Kind, VenueFailure
@@ -32,9 +33,11 @@ from ordermgr.domain.decision import is_own_order_link_id
 from ordermgr.domain.errors import VenueAuthError, VenueUnavailable
 from ordermgr.domain.model import (
     Accepted,
+    Expired,
     Instrument,
     OrderRequest,
     OrderType,
+    Priority,
     Rejected,
     RetryPolicy,
     Ticker,
@@ -58,8 +61,9 @@ CANCELLED_STATUSES: Final = frozenset({"Cancelled", "PartiallyFilledCanceled", "
 class BybitExchange:
     """Bybit v5 over pybit. Safe to share between tasks; every call is independent.
 
-    ``rate_limit_wait_s`` (default ``timeout_s``) bounds how long one call waits out rate
-    limits; ``sleep`` is used for every wait, so tests can pass a zero-delay sleep.
+    ``rate_limit_wait_s`` (default ``timeout_s``) bounds how long one call waits for the
+    rate-limit budget (``budget``: the account's, shared by every request; one of its own when
+    not given); ``sleep`` is used for retry backoff, so tests can pass a zero-delay sleep.
     """
 
     def __init__(
@@ -78,11 +82,12 @@ class BybitExchange:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         settle_coin: str = "USDT",
         rate_limit_wait_s: float | None = None,
+        budget: RateBudget | None = None,
     ) -> None:
         self._client = BybitClient(
             api_key=api_key, api_secret=api_secret, base_url=base_url, timeout_s=timeout_s,
             retry=retry, max_concurrency=max_concurrency, sleep=sleep,
-            rate_limit_wait_s=timeout_s if rate_limit_wait_s is None else rate_limit_wait_s,
+            rate_limit_wait_s=timeout_s if rate_limit_wait_s is None else rate_limit_wait_s, budget=budget,
         )
         self._category = category
         self._settle_coin = settle_coin
@@ -125,7 +130,7 @@ class BybitExchange:
 
     async def _fetch_tickers(self, symbols: frozenset[str]) -> dict[str, Ticker]:
         """One symbol: ask for it. Several: one request for the category's whole list."""
-        only = {"symbol": next(iter(symbols))} if len(symbols) == 1 else {}
+        only: dict[str, Any] = {"symbol": next(iter(symbols))} if len(symbols) == 1 else {}
         result = await self._client.read("get_tickers", category=self._category, **only)
         items = [item for item in result.get("list") or [] if item.get("symbol") in symbols]
         return {ticker.symbol: ticker for ticker in map(parse_ticker, items)}
@@ -155,12 +160,14 @@ class BybitExchange:
         self._balances = {coin: (min(expires, soon), value) for coin, (expires, value) in self._balances.items()}
         self._balance_generation += 1
 
-    async def find_order(self, symbol: str, order_link_id: str) -> VenueOrder | None:
+    async def find_order(
+        self, symbol: str, order_link_id: str, *, lane: Priority = Priority.READ
+    ) -> VenueOrder | None:
         """Look an order up by ``orderLinkId``: realtime first (queried by orderLinkId it also
         returns recently closed orders), then history. ``None`` only when both answered
         "not there" — and even then the venue may just be slow to show a fresh order."""
         for method in ("get_open_orders", "get_order_history"):
-            result = await self._client.read(method, category=self._category, symbol=symbol,
+            result = await self._client.read(method, lane=lane, category=self._category, symbol=symbol,
                                              orderLinkId=order_link_id)
             for item in result.get("list") or []:
                 if item.get("orderLinkId") == order_link_id:
@@ -204,16 +211,23 @@ class BybitExchange:
     # ---------------------------------------------------------------- writes
 
     async def place_order(self, req: OrderRequest) -> WriteOutcome:
-        """Create an order. Never raises for venue or network trouble. A request in flight is
-        not abandoned on cancellation (the caller is cancelled once it has returned)."""
+        """Create an order, in its lane of the rate-limit budget (``req.lane``). Never raises for
+        venue or network trouble. A request in flight is not abandoned on cancellation (the
+        caller is cancelled once it has returned). Expired when ``req.not_after`` passes while
+        it waits for the budget: then it was never sent."""
+        not_after = None if req.not_after is None else self._client.deadline(req.not_after.timestamp())
         try:
-            reply = await self._client.request("place_order", _order_params(req), write=True)
+            reply = await self._client.request("place_order", _order_params(req), write=True, lane=req.lane,
+                                               not_after=not_after)  # fmt: skip
+        except BudgetTimeout:
+            return Expired(f"not sent: the rate-limit budget had no room before {req.not_after.isoformat()}"
+                           if req.not_after else "not sent")  # fmt: skip
         except VenueFailure as failure:
             if failure.kind is Kind.REJECTED and failure.code in DUPLICATE_LINK_CODES:
-                return await self._resolve(req.symbol, req.order_link_id, failure, cancel=False)
+                return await self._resolve(req.symbol, req.order_link_id, failure, cancel=False, lane=req.lane)
             if failure.kind is Kind.UNKNOWN:
                 self._client.note_unknown_outcome()
-                return await self._resolve(req.symbol, req.order_link_id, failure, cancel=False)
+                return await self._resolve(req.symbol, req.order_link_id, failure, cancel=False, lane=req.lane)
             return _final_outcome(failure)
         return Accepted(str(reply.result.get("orderId", "")), req.order_link_id)
 
@@ -222,16 +236,20 @@ class BybitExchange:
         caller reconciles. Never raises for venue or network trouble."""
         params = {"category": self._category, "symbol": symbol, "orderLinkId": order_link_id}
         try:
-            reply = await self._client.request("cancel_order", params, write=True)
+            reply = await self._client.request("cancel_order", params, write=True, lane=Priority.CANCEL)
         except VenueFailure as failure:
             if failure.kind is Kind.UNKNOWN:
                 self._client.note_unknown_outcome()
-                return await self._resolve(symbol, order_link_id, failure, cancel=True)
+                return await self._resolve(symbol, order_link_id, failure, cancel=True, lane=Priority.CANCEL)
             return _final_outcome(failure)
         return Accepted(str(reply.result.get("orderId", "")), order_link_id)
 
     def statistics(self) -> ExchangeStatistics:
         return self._client.statistics()
+
+    def rate_limits(self) -> BudgetFigures:
+        """The rate-limit budget's figures now (read-only): room, waits and 10006 answers."""
+        return self._client.budget.figures()
 
     async def aclose(self) -> None:
         """Close the HTTP sessions of every worker thread."""
@@ -240,11 +258,11 @@ class BybitExchange:
     # --------------------------------------------------------------- helpers
 
     async def _resolve(
-        self, symbol: str, link: str, failure: VenueFailure, *, cancel: bool
+        self, symbol: str, link: str, failure: VenueFailure, *, cancel: bool, lane: Priority
     ) -> WriteOutcome:
         """The write may have landed: the venue's copy of the order decides."""
         try:
-            order = await self.find_order(symbol, link)
+            order = await self.find_order(symbol, link, lane=lane)
         except (VenueUnavailable, VenueAuthError) as exc:
             return Unknown(f"{failure}; lookup of {link} failed: {exc}")
         if order is None:

@@ -54,6 +54,10 @@ class VenueFailure(Exception):
         self.code = code
         self.message = message
         self.reset_ms = reset_ms  # X-Bapi-Limit-Reset-Timestamp, venue clock
+        # X-Bapi-Limit, X-Bapi-Limit-Status and Timenow of a refusal: it counted in the window too.
+        self.limit: int | None = None
+        self.limit_remaining: int | None = None
+        self.time_ms: int | None = None
 
 
 @attrs.frozen
@@ -64,6 +68,7 @@ class Reply:
     time_ms: int | None
     limit_remaining: int | None
     limit_reset_ms: int | None
+    limit: int | None = None  # X-Bapi-Limit: this endpoint's requests per window for the account
 
 
 class ClockedHTTP(HTTP):  # type: ignore[misc]  # pybit is untyped
@@ -118,7 +123,8 @@ class PybitTransport:
         try:
             body, _elapsed, headers = getattr(self._client(), method)(**params)
         except InvalidRequestError as exc:
-            raise failure_from_ret_code(exc.status_code, exc.message, exc.resp_headers) from None
+            raise with_limits(failure_from_ret_code(exc.status_code, exc.message, exc.resp_headers),
+                              exc.resp_headers) from None
         except FailedRequestError as exc:
             raise failure_from_http(exc) from None
         except requests.RequestException as exc:
@@ -126,7 +132,7 @@ class PybitTransport:
         remaining, reset = limit_headers(headers)
         time_ms = body.get("time")
         return Reply(body.get("result") or {}, time_ms if isinstance(time_ms, int) else None,
-                     remaining, reset)
+                     remaining, reset, _int_header(headers, "X-Bapi-Limit") if headers is not None else None)
 
     def close(self) -> None:
         with self._lock:
@@ -199,6 +205,14 @@ def failure_from_network(exc: requests.RequestException) -> VenueFailure:
     if isinstance(exc, requests.ConnectionError) and exc.args and isinstance(exc.args[0], MaxRetryError):
         return VenueFailure(Kind.UNAVAILABLE, 0, message)
     return VenueFailure(Kind.UNKNOWN, 0, message)
+
+
+def with_limits(failure: VenueFailure, headers: Mapping[str, str] | None) -> VenueFailure:
+    if headers is not None:
+        failure.limit = _int_header(headers, "X-Bapi-Limit")
+        failure.limit_remaining = _int_header(headers, "X-Bapi-Limit-Status")
+        failure.time_ms = _int_header(headers, "Timenow")
+    return failure
 
 
 def limit_headers(headers: Mapping[str, str] | None) -> tuple[int | None, int | None]:

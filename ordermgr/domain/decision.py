@@ -7,6 +7,10 @@ quantities down to ``qtyStep``, buy prices down and sell prices up to ``tickSize
 
 Refusal codes, in the order the checks run:
 
+``stale_signal``
+    the signal is older than ``SIGNAL_MAX_AGE_SECONDS`` (:func:`stale`, checked before anything
+    else; its orders carry the same limit as ``not_after`` while they wait for the venue's
+    rate-limit budget, contract §15).
 ``instrument_not_trading``
     the venue does not accept orders for the symbol (status other than ``Trading``).
 ``no_reference_price``
@@ -165,6 +169,25 @@ class RefusalCode(enum.StrEnum):
     EXCEEDS_ORDER_SIZE_RATIO = "exceeds_order_size_ratio"
     EXCEEDS_MAX_POSITION_SIZE = "exceeds_max_position_size"
     EXCEEDS_MAX_EXPOSURE = "exceeds_max_exposure"
+
+
+STALE_SIGNAL: Final = "stale_signal"
+
+
+def deadline(signal: Signal, max_age_s: float) -> datetime | None:
+    """When ``signal`` goes stale: ``max_age_s`` after its timestamp; None without a limit (0)."""
+    return signal.timestamp + timedelta(seconds=max_age_s) if max_age_s > 0 else None
+
+
+def stale(signal: Signal, now: datetime, max_age_s: float) -> Refusal | None:
+    """The refusal of a signal already older than ``max_age_s``, however it got old (late from
+    its producer, or waiting in the queue behind others); None while it is fresh."""
+    limit = deadline(signal, max_age_s)
+    if limit is None or now <= limit:
+        return None
+    age_s = (now - signal.timestamp).total_seconds()
+    return Refusal(STALE_SIGNAL, f"The signal is {age_s:.1f} s old, over the limit of {max_age_s:g} s.",
+                   {"timestamp": signal.timestamp.isoformat(), "age_s": f"{age_s:.3f}", "max_age_s": f"{max_age_s:g}"})
 
 
 def _refuse(code: RefusalCode, message: str, **details: Decimal | str | int) -> Refusal:

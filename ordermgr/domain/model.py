@@ -111,6 +111,16 @@ class RetryPolicy:
         return min(self.max_delay_s, self.base_delay_s * self.multiplier ** (attempt - 1))
 
 
+class Priority(enum.IntEnum):
+    """A request's place in the account's rate-limit budget (contract §15): lower goes first.
+    Cancels and orders that take risk off never wait behind orders that add to it."""
+
+    CANCEL = 0
+    CLOSE = 1  # reduce-only orders and operator closes
+    OPEN = 2  # orders that open or grow a position
+    READ = 3  # lookups and listings (their budgets are separate; only worker slots are shared)
+
+
 @attrs.frozen
 class OrderRequest:
     """One order as we send it to the venue (``POST /v5/order/create``)."""
@@ -124,6 +134,17 @@ class OrderRequest:
     time_in_force: str = "GTC"
     reduce_only: bool = False
     category: str = "linear"
+    # None: CLOSE when reduce_only, else OPEN. An operator's close may say CLOSE itself.
+    priority: Priority | None = None
+    # Never sent after this instant: a signal's order that waited for the rate-limit budget
+    # past the signal's age limit is stale (contract §15). None = no limit.
+    not_after: datetime | None = None
+
+    @property
+    def lane(self) -> Priority:
+        if self.priority is not None:
+            return self.priority
+        return Priority.CLOSE if self.reduce_only else Priority.OPEN
 
 
 @attrs.frozen
@@ -218,7 +239,15 @@ class Unknown:
     reason: str
 
 
-WriteOutcome = Accepted | Rejected | Unavailable | Unknown
+@attrs.frozen
+class Expired:
+    """Never sent: the request's ``not_after`` passed while it waited for the rate-limit
+    budget. Final, like a rejection, and certain: nothing reached the venue."""
+
+    reason: str
+
+
+WriteOutcome = Accepted | Rejected | Unavailable | Unknown | Expired
 
 
 @attrs.frozen

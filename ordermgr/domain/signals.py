@@ -3,7 +3,10 @@
 ``decode_signal`` turns one message body into either a ``Signal`` or an ``InvalidSignal``
 that carries every reason the message was refused (one ``Problem`` per bad field), the raw
 body and enough identity (signal id, trace id, asset) to store, log and answer it. Pure and
-synchronous: no I/O, no clock (``now`` is given), no exceptions for bad input.
+synchronous: no I/O, no clock (``now`` is given, to refuse timestamps from the future), no
+exceptions for bad input. A signal's age is not a rule of its body: the symbol actor refuses one
+that has grown too old (``stale_signal``, contract §15), whether it got old before it arrived or
+while it waited here.
 """
 
 from __future__ import annotations
@@ -97,10 +100,9 @@ def decode_signal(
     headers: Mapping[str, object] | None,
     is_known_symbol: Callable[[str], bool],
     now: datetime,
-    max_age_s: float = 0,
     new_id: Callable[[], str] = _new_id,
 ) -> Signal | InvalidSignal:
-    """Decode one message body. ``now`` must be timezone-aware."""
+    """Decode one message body. ``now`` (timezone-aware) bounds how far ahead a timestamp may be."""
     header_trace = _header_trace_id(headers)
     if len(body) > MAX_BODY_BYTES:
         problem = Problem(
@@ -114,7 +116,7 @@ def decode_signal(
     if not isinstance(obj, dict):
         problem = Problem("body", "not_object", f"body must be a JSON object (got {_show(obj)})")
         return _unparsed(body, "not_object", problem, header_trace, new_id)
-    context = _Context(is_known_symbol, now, max_age_s)
+    context = _Context(is_known_symbol, now)
     trace_id = header_trace or _usable_id(obj.get("trace_id")) or new_id()
     return _validate(obj, parsed.cut_too_deep, body, trace_id, context, new_id)
 
@@ -283,7 +285,6 @@ def _usable_id(value: object) -> str | None:
 class _Context:
     is_known_symbol: Callable[[str], bool]
     now: datetime
-    max_age_s: float
 
 
 @attrs.define
@@ -442,10 +443,10 @@ def _timestamp(value: object, context: _Context) -> datetime | Problem:
     if parsed.utcoffset() is None:
         message = f"timestamp must include 'Z' or a UTC offset (got {_show(value)})"
         return Problem("timestamp", "format", message)
-    return _check_age(parsed, value, context)
+    return _not_in_future(parsed, value, context)
 
 
-def _check_age(parsed: datetime, text: str, context: _Context) -> datetime | Problem:
+def _not_in_future(parsed: datetime, text: str, context: _Context) -> datetime | Problem:
     ahead = parsed - context.now
     if ahead > MAX_CLOCK_SKEW:
         return Problem(
@@ -453,16 +454,6 @@ def _check_age(parsed: datetime, text: str, context: _Context) -> datetime | Pro
             "timestamp_in_future",
             f"timestamp must not be more than {MAX_CLOCK_SKEW.total_seconds():g} s ahead of the service's clock "
             f"(got {_show(text)}, {ahead.total_seconds():.0f} s ahead)",
-        )
-    if context.max_age_s <= 0:
-        return parsed
-    age = -ahead
-    if age > timedelta(seconds=context.max_age_s):
-        return Problem(
-            "timestamp",
-            "too_old",
-            f"timestamp must be at most {context.max_age_s:g} s old (got {_show(text)}, "
-            f"{age.total_seconds():.0f} s old)",
         )
     return parsed
 

@@ -82,11 +82,13 @@ class InvalidBody(Exception):
 
 
 def create_api(
-    *, queries: Queries, api_key: str, sync: SyncRunner, metrics: MetricsSource, assets: AssetDirectory
-) -> web.Application:
+    *, queries: Queries, api_key: str, sync: SyncRunner, metrics: MetricsSource, assets: AssetDirectory,
+    rate_limits: Callable[[], Mapping[str, Any]] | None = None,
+) -> web.Application:  # fmt: skip
+    """``rate_limits``: the venue's rate-limit budget figures, JSON-ready (``null`` without)."""
     if not api_key:
         raise ValueError("an API key is required")
-    handlers = _Handlers(queries, sync, metrics, assets, dumps(spec.build_document()))
+    handlers = _Handlers(queries, sync, metrics, assets, dumps(spec.build_document()), rate_limits)
     app = web.Application(middlewares=[_errors, _require_key(api_key.encode())])
     app.add_routes([
         web.get("/v1/orders", handlers.orders, allow_head=False),
@@ -362,6 +364,7 @@ class _Handlers:
     metrics_source: MetricsSource
     assets: AssetDirectory
     document: bytes  # serialised once: the document never changes while the process runs
+    rate_limits: Callable[[], Mapping[str, Any]] | None = None
 
     async def orders(self, request: web.Request) -> web.Response:
         query = read_query(request, ORDER_PARAMETERS)
@@ -418,6 +421,7 @@ class _Handlers:
         return _json({
             "symbols": {symbol: metrics_fields(snapshot[symbol]) for symbol in sorted(snapshot)},
             "total": metrics_fields(aggregate(snapshot)),
+            "rate_limits": self.rate_limits() if self.rate_limits else None,
             "timestamp": now_iso(),
         })  # fmt: skip
 

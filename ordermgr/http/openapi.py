@@ -219,6 +219,26 @@ SERVICE_METRICS = _object({
     "unrealized_pnl": DECIMAL,
 })  # fmt: skip
 
+SECONDS = {"type": "number", "minimum": 0, "description": "seconds"}
+RATE_LIMITS = _object({
+    "endpoints": {"type": "object", "description": "by Bybit path (/v5/order/create, ...)",
+                  "additionalProperties": _object({
+        "limit": {**COUNT, "description": "requests per second, as the venue's X-Bapi-Limit last said"},
+        "remaining": {**COUNT, "description": "room in the window now (0 while a 10006 holds the endpoint)"},
+        "in_flight": COUNT,
+        "queued": {**COUNT, "description": "requests waiting for room now"},
+        "requests": {**COUNT, "description": "requests let through since start"},
+        "waited": {**COUNT, "description": "of those, how many had to wait"},
+        "wait_s_total": SECONDS,
+        "wait_s_max": SECONDS,
+        "rate_limited": {**COUNT, "description": "10006 / 403 / 429 answers that still came"},
+                  })},
+    "lanes": {"type": "object", "description": "cancel, close, open, read: who goes first, in that order",
+              "additionalProperties": _object({"requests": COUNT, "waited": COUNT, "wait_s_max": SECONDS,
+                                               "queued": COUNT})},
+    "in_flight": {**COUNT, "description": "venue requests in flight, all endpoints"},
+}, "the account's rate-limit budget (one for the whole service, contract §15)")  # fmt: skip
+
 ERROR = _object({
     "error": {"type": "string", "description": "what went wrong, for people"},
     "code": {"type": "string", "description": "what went wrong, for programs"},
@@ -262,8 +282,10 @@ SCHEMAS: dict[str, Any] = {
         "symbols": {"type": "object", "additionalProperties": _ref("SymbolMetrics"),
                     "description": "active symbols by name"},
         "total": _ref("ServiceMetrics"),
+        "rate_limits": {"oneOf": [{"type": "null"}, _ref("RateLimits")], "description": "null without a venue"},
         "timestamp": TIMESTAMP,
     }),
+    "RateLimits": RATE_LIMITS,
     "Error": ERROR,
     "Health": _object({"status": {"type": "string", "const": "healthy"}, "timestamp": TIMESTAMP}),
     "Readiness": _object({

@@ -42,7 +42,8 @@ def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] = o
     add("--price-walk-step", type=Decimal, default=defaults.price_walk_step, help="max relative move per tick")
     add("--initial-balance", type=Decimal, default=defaults.initial_balance)
     add("--market-fill-parts", type=int, default=defaults.market_fill_parts)
-    add("--enforce-rate-limits", action="store_true")
+    add("--lift-rate-limits", action="store_true",
+        help="do not refuse requests beyond Bybit's limits with 10006 (they are enforced by default)")
     add("--access-log", action="store_true")
     add("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -58,7 +59,7 @@ def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] = o
         price_walk_step=args.price_walk_step,
         initial_balance=args.initial_balance,
         market_fill_parts=args.market_fill_parts,
-        enforce_rate_limits=args.enforce_rate_limits,
+        enforce_rate_limits=not args.lift_rate_limits,
         access_log=args.access_log,
         ws_gateway=args.ws_gateway,
         gateway_api_key=args.gateway_api_key,

@@ -33,8 +33,10 @@ class PaperConfig:
     maintenance_margin_rate: Decimal = Decimal("0.005")
     market_fill_parts: int = 1  # split every taker fill into this many executions
     max_open_orders_per_symbol: int = 500  # Bybit's limit for perps (110020)
-    # Answer the X-Bapi-Limit-* headers always; refuse with 10006 only when enforcing.
-    enforce_rate_limits: bool = False
+    # Bybit's per-account limits (10 writes/s, 50 reads/s per endpoint), announced in the
+    # X-Bapi-Limit-* headers and refused with 10006 beyond them, as Bybit does. False lifts them
+    # (benchmarks, tests not about them): never refused, and the headers announce 1 000 000/s.
+    enforce_rate_limits: bool = True
     rate_limit_reset_ms: int = 200  # how far in the future a 10006 says the limit resets
     event_buffer: int = 10_000  # events kept while RabbitMQ is slow or away
     # Play ws-gateway too (ordermgr.paper.gateway): serve its subscription API and publish the

@@ -24,7 +24,7 @@ from ordermgr.paper.engine import Engine
 from ordermgr.paper.errors import VenueError, param_error
 from ordermgr.paper.faults import Faults
 from ordermgr.paper.instruments import Listing
-from ordermgr.paper.limits import READ_LIMIT, WRITE_LIMIT, LimitStatus, RateLimits
+from ordermgr.paper.limits import LIFTED_LIMIT, READ_LIMIT, WRITE_LIMIT, LimitStatus, RateLimits
 from ordermgr.paper.records import Order
 from ordermgr.paper.rules import Params, check_category, text
 
@@ -129,8 +129,9 @@ class VenueHttp:
         except VenueError as exc:
             return bybit_response(envelope(code=exc.code, message=exc.message))
         await self._delay(self._venue.faults.latency_s)
-        status = self._venue.limits.hit(path, limit, now_ms())
-        refusal = self._injected_or_limited(status)
+        enforced = self._venue.config.enforce_rate_limits
+        status = self._venue.limits.hit(path, limit if enforced else LIFTED_LIMIT, now_ms())
+        refusal = self._injected_or_limited(path, status)
         if refusal is not None:
             return refusal
         try:
@@ -142,7 +143,7 @@ class VenueHttp:
             return await self._hold(request)
         return bybit_response(envelope(result), status.headers())
 
-    def _injected_or_limited(self, status: LimitStatus) -> web.Response | None:
+    def _injected_or_limited(self, path: str, status: LimitStatus) -> web.Response | None:
         faults, config = self._venue.faults, self._venue.config
         fault = faults.take_request_fault()
         if fault == "rate_limit" or (fault is None and config.enforce_rate_limits and status.exceeded):
@@ -150,6 +151,7 @@ class VenueHttp:
             # a negative delay (bybit.md §0.5).
             reset = max(status.reset_ms, now_ms() + config.rate_limit_reset_ms)
             limited = LimitStatus(status.limit, -1, reset)
+            self._venue.limits.refused(path)
             return bybit_response(envelope(code=10006, message=ERROR_MESSAGES[10006]), limited.headers())
         if fault == "error":
             code = faults.error_code

@@ -109,6 +109,7 @@ class PaperVenue:
                 "availableBalance": wire.fmt(account.available),
             },
             "faults": self.faults.as_dict(),
+            "rate_limits": {path: dict(totals) for path, totals in self.limits.totals.items()},
             "events": attrs.asdict(self.events.stats),
         }
 

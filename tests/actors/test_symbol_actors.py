@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from typing import Any
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import anyio
+import attrs
+import psycopg
 import pytest
 
 from ordermgr.actors.deps import ActorDeps, ExposureBook
@@ -18,18 +21,24 @@ from ordermgr.db.migrate import apply_migrations
 from ordermgr.db.store import PgStore
 from ordermgr.domain.decision import DecisionSettings
 from ordermgr.domain.model import (
-    Accepted, Instrument, OrderRequest, Side, Signal, Ticker, VenueExecution, VenueOrder, VenuePosition, WriteOutcome,
+    Accepted, Expired, Instrument, OrderRequest, Side, Signal, Ticker, VenueExecution, VenueOrder, VenuePosition,
+    WriteOutcome,
 )  # fmt: skip
 from ordermgr.paper.instruments import LISTINGS
 
 
 class FakeVenue:
-    """Implements ``ports.Venue``. Orders for symbols in ``stalled`` wait until released."""
+    """Implements ``ports.Venue``. Orders for symbols in ``stalled`` wait until released; with
+    ``budget_exhausted`` an order with a deadline waits past it (Expired, never placed)."""
 
-    def __init__(self, *, stalled: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    def __init__(
+        self, *, stalled: set[str] = frozenset(), budget_exhausted: bool = False  # type: ignore[assignment]
+    ) -> None:
         self.placed: list[OrderRequest] = []
+        self.expired: list[OrderRequest] = []
         self.cancelled: list[str] = []
         self.stalled = set(stalled)
+        self.budget_exhausted = budget_exhausted
         self.release = anyio.Event()
         self.placed_event = anyio.Event()
 
@@ -50,6 +59,9 @@ class FakeVenue:
         pass
 
     async def place_order(self, req: OrderRequest) -> WriteOutcome:
+        if self.budget_exhausted and req.not_after is not None:
+            self.expired.append(req)
+            return Expired(f"not sent: no budget before {req.not_after.isoformat()}")
         if req.symbol in self.stalled:
             await self.release.wait()
         self.placed.append(req)
@@ -89,11 +101,11 @@ class FakeDelivery:
 
 
 def received(
-    signal_id: str, asset: str, side: Side = Side.BUY, confidence: str = "0.95"
+    signal_id: str, asset: str, side: Side = Side.BUY, confidence: str = "0.95", age_s: float = 0.0
 ) -> tuple[SignalReceived, FakeDelivery]:
     delivery = FakeDelivery()
     signal = Signal(signal_id=signal_id, side=side, asset=asset, amount=Decimal("100"), confidence=Decimal(confidence),
-                    timestamp=datetime.now(UTC), trace_id=f"trace-{signal_id}")  # fmt: skip
+                    timestamp=datetime.now(UTC) - timedelta(seconds=age_s), trace_id=f"trace-{signal_id}")  # fmt: skip
     return SignalReceived(signal, delivery, 100, time.monotonic()), delivery
 
 
@@ -155,3 +167,52 @@ async def test_a_repeated_signal_cancels_nothing_before_it_is_known_to_be_a_repe
     first_buy, sell, second_buy = venue.placed
     assert (first_buy.order_type.value, sell.order_type.value, second_buy.order_type.value) == ("Limit", "Market", "Limit")
     assert venue.cancelled == [first_buy.order_link_id]  # the repeat of "flip" left rest-2's order alone
+
+
+def stored(conninfo: str, sql: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def run_one(store: PgStore, venue: FakeVenue, message: SignalReceived, delivery: FakeDelivery,
+                  max_age_s: float) -> None:  # fmt: skip
+    actor_deps = attrs.evolve(deps(store, venue), signal_max_age_s=max_age_s)
+    with anyio.fail_after(10):
+        async with open_supervisor(lambda symbol: SymbolActor(symbol, actor_deps), 8) as supervisor:
+            await supervisor.route(message.signal.asset, message)
+            await delivery.acked.wait()
+
+
+async def test_a_signal_older_than_the_limit_is_rejected_stale_before_the_venue_is_asked(
+    store: PgStore, clean_database: str
+) -> None:
+    venue = FakeVenue()
+    message, delivery = received("old-1", "BTCUSDT", age_s=12)
+    await run_one(store, venue, message, delivery, max_age_s=5)
+    assert venue.placed == [] and venue.expired == []
+    [(status, code, details)] = stored(clean_database, "SELECT status, rejection_code, rejection_details FROM signals")
+    assert (status, code, details["max_age_s"]) == ("rejected", "stale_signal", "5")  # type: ignore[index]
+    [(event,)] = stored(clean_database, "SELECT body FROM order_events_outbox")
+    answer: dict[str, Any] = event  # type: ignore[assignment]
+    assert answer["event_type"] == "rejected" and answer["rejection_reason"]["code"] == "stale_signal"
+
+
+async def test_an_order_whose_signal_goes_stale_waiting_for_the_budget_is_rejected_unsent(
+    store: PgStore, clean_database: str
+) -> None:
+    venue = FakeVenue(budget_exhausted=True)
+    message, delivery = received("late-1", "BTCUSDT", age_s=1)
+    await run_one(store, venue, message, delivery, max_age_s=5)
+    [request] = venue.expired
+    assert request.not_after == message.signal.timestamp + timedelta(seconds=5)  # the signal's own deadline
+    [(status,)] = stored(clean_database, "SELECT status FROM signals")
+    [(order_status, reason)] = stored(clean_database, "SELECT status, rejection_reason FROM orders")
+    assert (status, order_status) == ("rejected", "rejected") and str(reason).startswith("stale_signal: not sent")
+    assert len(stored(clean_database, "SELECT 1 FROM order_events_outbox")) == 1  # answered: one rejected event
+
+
+async def test_without_an_age_limit_orders_carry_no_deadline(store: PgStore) -> None:
+    venue = FakeVenue(budget_exhausted=True)
+    message, delivery = received("any-age-1", "BTCUSDT", age_s=3600)
+    await run_one(store, venue, message, delivery, max_age_s=0)
+    assert [request.not_after for request in venue.placed] == [None]

@@ -28,7 +28,9 @@ class SleepLog:
 
 @pytest.fixture
 async def venue() -> AsyncIterator[PaperVenue]:
-    paper = PaperVenue(PaperConfig(port=0, api_key=KEY, api_secret=SECRET, price_walk_interval_s=0))
+    # Bybit's limits lifted: these tests are not about them (tests/bybit/test_rate_limits.py is).
+    paper = PaperVenue(PaperConfig(port=0, api_key=KEY, api_secret=SECRET, price_walk_interval_s=0,
+                                   enforce_rate_limits=False))  # fmt: skip
     async with anyio.create_task_group() as tg:
         await tg.start(paper.run)
         yield paper

@@ -17,7 +17,8 @@ import psycopg
 
 from ordermgr.amqp.broker import SIGNAL_QUEUE
 from tests.chaos.harness import (
-    OUR_PREFIX, VENUE_TO_OURS, ChaosWorld, ObservedFaults, ScenarioResult, Sizes, chaos_world, plan_stream, poll_until,
+    OUR_PREFIX, VENUE_TO_OURS, ChaosWorld, ObservedFaults, ScenarioResult, Sizes, chaos_world, get_metrics, plan_stream,
+    poll_until,
 )  # fmt: skip
 from tests.service import Daemon
 
@@ -137,6 +138,56 @@ async def venue_faults(conninfo: str, log_dir: Path, sizes: Sizes, result: Scena
         result.notes["recover_s_by_fault"] = {k: round(v, 2) for k, v in recoveries.items()}
         await world.finish(planned, result, timeout_s=sizes.timeout_s)
     return result
+
+
+RATE_LIMIT_MAX_AGE_S = 2.0
+
+
+async def rate_limit_flood(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:
+    """The stream at 2.5 times Bybit's 10 creates/s against a venue that enforces it, with a 2 s
+    signal age limit: the budget makes orders wait instead of meeting 10006, cancels (of resting
+    Limit orders, by opposite-side signals) go before waiting creates, and what cannot go in time
+    is rejected stale_signal, answered, never sent. Besides the invariants: 10006 answers at most
+    1 % of the venue's create requests, the budget's cancel lane never waited, and no signal
+    refused for anything but its age.
+
+    recover_s: from the last publish to the last acknowledgement (the backlog the quota leaves)."""
+    async with chaos_world("rate-limit-flood", conninfo, log_dir, seed=17, enforce_rate_limits=True,
+                           ORDERMANAGER_SIGNAL_MAX_AGE_SECONDS=str(RATE_LIMIT_MAX_AGE_S)) as world:  # fmt: skip
+        planned = plan_stream("flood", sizes.signals, world.rng, limit_share=0.3)
+        result.signals = len(planned)
+        await world.start_daemon()
+        world.start_stream(planned, sizes.rate)
+        await world.publishing_done(sizes.timeout_s)
+        published = time.monotonic()
+        await world.wait_acked(len(planned), timeout_s=sizes.timeout_s)
+        result.recover_s = time.monotonic() - published
+        budget = (await get_metrics(world.daemon.port))["rate_limits"]
+        await world.finish(planned, result, timeout_s=sizes.timeout_s)
+    create = world.venue.limits.totals.get("/v5/order/create", {"requests": 0, "refused": 0})
+    cancel_lane = budget["lanes"]["cancel"]
+    result.notes["rate_limits"] = {"venue_create": create, "venue_cancel": world.venue.limits.totals.get(
+        "/v5/order/cancel"), "cancel_lane": cancel_lane, "create_waited": budget["endpoints"]["/v5/order/create"]
+        ["waited"]}  # fmt: skip
+    if create["refused"] > 0.01 * create["requests"]:
+        result.problems.append(f"10006 storm: {create['refused']} of {create['requests']} creates refused")
+    if cancel_lane["requests"] == 0 or cancel_lane["waited"]:
+        result.problems.append(f"cancels: {cancel_lane} (expected some, none of them waiting)")
+    refusals = rejection_codes(conninfo)
+    if set(refusals) - {"stale_signal"}:
+        result.problems.append(f"signals refused for something else than their age: {refusals}")
+    result.notes["rejections"] = refusals
+    return result
+
+
+def rejection_codes(conninfo: str) -> dict[str, int]:
+    """Why signals were rejected: their code, or their orders' (a create that waited too long)."""
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute("""
+            SELECT coalesce(s.rejection_code, (SELECT split_part(min(o.rejection_reason), ':', 1) FROM orders o
+                                               WHERE o.signal_id = s.signal_id)), count(*)
+            FROM signals s WHERE s.status = 'rejected' GROUP BY 1""").fetchall()  # fmt: skip
+    return {str(code): int(n) for code, n in rows}
 
 
 async def event_faults(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:

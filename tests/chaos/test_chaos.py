@@ -83,6 +83,13 @@ async def test_venue_lost_responses_10006_and_5xx_bursts(
     await run("venue-faults", scenarios.venue_faults, clean_database, tmp_path, sizes, chaos_results)
 
 
+@known_bug("rate-limit-flood")
+async def test_a_flood_against_the_enforced_rate_limits(
+    clean_database: str, tmp_path: Path, sizes: Sizes, chaos_results: list[ScenarioResult]
+) -> None:
+    await run("rate-limit-flood", scenarios.rate_limit_flood, clean_database, tmp_path, sizes, chaos_results)
+
+
 @known_bug("event-faults")
 async def test_ws_gateway_events_duplicated_dropped_and_reordered(
     clean_database: str, tmp_path: Path, sizes: Sizes, chaos_results: list[ScenarioResult]

@@ -14,6 +14,7 @@ from ordermgr.domain.decision import (
     OpenOrder,
     Plan,
     Refusal,
+    deadline,
     expired,
     is_own_order_link_id,
     order_link_id,
@@ -21,6 +22,7 @@ from ordermgr.domain.decision import (
     orders_to_cancel,
     plan,
     split_evenly,
+    stale,
 )
 from ordermgr.domain.model import Instrument, MarketSnapshot, OrderRequest, OrderType, Side, Signal
 
@@ -538,3 +540,16 @@ def test_order_requests_one_per_leg() -> None:
         )
         for leg in (1, 2)
     )
+
+
+# --------------------------------------------------------------------------- staleness (§15)
+
+
+def test_a_signal_is_stale_once_older_than_the_limit_and_never_without_one() -> None:
+    old = attrs.evolve(signal(), timestamp=T0)
+    assert deadline(old, 5) == T0 + timedelta(seconds=5) and deadline(old, 0) is None
+    assert stale(old, T0 + timedelta(seconds=5), 5) is None
+    refusal = stale(old, T0 + timedelta(seconds=7.5), 5)
+    assert refusal == Refusal("stale_signal", "The signal is 7.5 s old, over the limit of 5 s.",
+                              {"timestamp": T0.isoformat(), "age_s": "7.500", "max_age_s": "5"})  # fmt: skip
+    assert stale(old, T0 + timedelta(days=365), 0) is None

@@ -63,17 +63,8 @@ def counter_ids() -> Callable[[], str]:
     return lambda: f"id{next(numbers)}"
 
 
-def decode(
-    body: bytes, *, headers: Mapping[str, object] | None = None, max_age_s: float = 0
-) -> Signal | InvalidSignal:
-    return decode_signal(
-        body,
-        headers=headers,
-        is_known_symbol=KNOWN.__contains__,
-        now=NOW,
-        max_age_s=max_age_s,
-        new_id=counter_ids(),
-    )
+def decode(body: bytes, *, headers: Mapping[str, object] | None = None) -> Signal | InvalidSignal:
+    return decode_signal(body, headers=headers, is_known_symbol=KNOWN.__contains__, now=NOW, new_id=counter_ids())
 
 
 def body_with(**changes: object) -> bytes:
@@ -122,7 +113,8 @@ def test_quickstart_example_decodes() -> None:
     assert signal.payload == json.loads(QUICKSTART, parse_float=Decimal)
 
 
-def test_quickstart_old_timestamp_passes_with_age_limit_off() -> None:
+def test_an_old_timestamp_is_no_reason_to_refuse_a_body() -> None:
+    # Age is the symbol actor's rule (stale_signal, contract §15), not the body's.
     much_later = datetime(2030, 1, 1, tzinfo=timezone.utc)
     result = decode_signal(QUICKSTART, headers=None, is_known_symbol=KNOWN.__contains__, now=much_later)
     assert isinstance(result, Signal)
@@ -203,11 +195,6 @@ def test_unknown_fields_are_kept_in_payload() -> None:
 
 def test_byte_order_mark_is_tolerated() -> None:
     assert valid(b"\xef\xbb\xbf" + body_with()).signal_id == "sig-1"
-
-
-@pytest.mark.parametrize("timestamp", ["2025-01-27T10:04:30Z", "2025-01-27T10:05:05Z"])  # fresh; within the skew
-def test_age_limit_passes_recent_signals(timestamp: str) -> None:
-    assert isinstance(valid(body_with(timestamp=timestamp), max_age_s=60), Signal)
 
 
 # --- refused bodies ------------------------------------------------------------------------
@@ -416,9 +403,8 @@ def test_a_signal_id_given_twice_files_the_message_under_a_new_id() -> None:
     assert result.signal_id.startswith("invalid:") and result.problems[0].field == "signal_id"
 
 
-@pytest.mark.parametrize("max_age_s", [0, 60])
-def test_a_timestamp_from_the_future_is_refused(max_age_s: float) -> None:
-    result = invalid(body_with(timestamp="9999-12-31T23:59:59Z"), max_age_s=max_age_s)
+def test_a_timestamp_from_the_future_is_refused() -> None:
+    result = invalid(body_with(timestamp="9999-12-31T23:59:59Z"))
     (problem,) = result.problems
     assert (problem.field, problem.rule) == ("timestamp", "timestamp_in_future")
     assert problem.message.startswith(
@@ -426,7 +412,7 @@ def test_a_timestamp_from_the_future_is_refused(max_age_s: float) -> None:
 
 
 def test_a_timestamp_a_few_seconds_ahead_is_clock_skew_and_passes() -> None:
-    assert valid(body_with(timestamp="2025-01-27T10:05:05Z"), max_age_s=60).signal_id == "sig-1"
+    assert valid(body_with(timestamp="2025-01-27T10:05:05Z")).signal_id == "sig-1"
     assert invalid(body_with(timestamp="2025-01-27T10:05:06Z")).problems[0].rule == "timestamp_in_future"
 
 
@@ -516,14 +502,6 @@ def test_invalid_signal_carries_asset_when_known(asset: object, expected: str | 
 )
 def test_invalid_signal_trace_id(headers: Mapping[str, object] | None, body_trace: object, expected: str) -> None:
     assert invalid(body_with(trace_id=body_trace, amount=0), headers=headers).trace_id == expected
-
-
-def test_too_old_with_age_limit() -> None:
-    result = invalid(body_with(timestamp="2025-01-27T10:00:00Z"), max_age_s=60)
-    assert result.problems == (
-        Problem("timestamp", "too_old",
-                'timestamp must be at most 60 s old (got "2025-01-27T10:00:00Z", 300 s old)'),
-    )
 
 
 def test_unstorable_text_anywhere_is_refused_and_payload_dropped() -> None:

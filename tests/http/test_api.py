@@ -25,10 +25,11 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from ordermgr.bybit.budget import RateBudget
 from ordermgr.db.migrate import apply_migrations
 from ordermgr.db.queries import OrderFilter, OrderPage, Queries, orders_statements
 from ordermgr.domain.errors import SyncInProgress, UnknownAsset
-from ordermgr.domain.model import SyncReport
+from ordermgr.domain.model import Priority, SyncReport
 from ordermgr.http.api import create_api
 from ordermgr.metrics import SymbolMetrics
 from tests import support
@@ -722,6 +723,34 @@ async def test_metrics_per_symbol_and_total(client: Client, fake_metrics: FakeMe
     total = body["total"]
     assert (total["symbols"], total["signals_received"], total["mailbox_depth"]) == (2, 5, 2)
     assert (total["ack_latency_p99_ms_max"], total["unrealized_pnl"]) == (40.0, "1.75")
+
+
+def busy_budget() -> RateBudget:
+    """A budget that has let a create through, met a 10006 and holds one request back."""
+    budget = RateBudget()
+    first, second = (budget.enqueue("place_order", Priority.CLOSE, "BTCUSDT").permit for _ in range(2))
+    assert first is not None and second is not None
+    first.done(remaining=9)
+    second.done(rate_limited=True, blocked_s=60)
+    budget.enqueue("place_order", Priority.OPEN, "ETHUSDT")
+    return budget
+
+
+async def test_metrics_carry_the_rate_limit_budget(pool: AsyncConnectionPool[Any], fake_sync: FakeSync) -> None:
+    budget = busy_budget()
+    api = create_api(queries=Queries(pool), api_key=KEY, sync=fake_sync, metrics=FakeMetrics(), assets=fake_sync,
+                     rate_limits=lambda: budget.figures().as_fields())  # fmt: skip
+    async with TestClient(TestServer(root_app(api))) as client:
+        status, body = await get(client, "/api/v1/metrics")
+    assert status == 200
+    create = body["rate_limits"]["endpoints"]["/v5/order/create"]
+    assert (create["limit"], create["remaining"], create["requests"], create["rate_limited"]) == (10, 0, 2, 1)
+    assert create["queued"] == 1 and body["rate_limits"]["lanes"]["open"]["queued"] == 1
+    assert body["rate_limits"]["endpoints"]["/v5/order/realtime"]["limit"] == 50
+
+
+async def test_metrics_without_a_venue_have_no_rate_limits(client: Client) -> None:
+    assert (await get(client, "/api/v1/metrics"))[1]["rate_limits"] is None
 
 
 async def test_the_openapi_document_is_served(client: Client) -> None:

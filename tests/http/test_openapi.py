@@ -31,6 +31,7 @@ from tests.http.test_api import (
     Client,
     FakeMetrics,
     FakeSync,
+    busy_budget,
     empty_database,
     private_database,
     seed,
@@ -53,8 +54,10 @@ class AllUp:
 def service_app(pool: AsyncConnectionPool[Any]) -> web.Application:
     """The parent app with the probes and the API mounted as app.py mounts it."""
     sync = FakeSync()
-    return create_app(AllUp(), api=create_api(queries=Queries(pool), api_key=KEY, sync=sync, metrics=METRICS,
-                                              assets=sync))  # fmt: skip
+    budget = busy_budget()
+    api = create_api(queries=Queries(pool), api_key=KEY, sync=sync, metrics=METRICS, assets=sync,
+                     rate_limits=lambda: budget.figures().as_fields())  # fmt: skip
+    return create_app(AllUp(), api=api)
 
 
 # --- the document itself --------------------------------------------------------------------

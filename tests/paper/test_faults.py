@@ -164,3 +164,25 @@ async def test_enforced_rate_limit_refuses_the_eleventh_write_in_a_second() -> N
         assert codes == [110001] * 10 + [10006]
         assert int(error.resp_headers["X-Bapi-Limit-Reset-Timestamp"]) > time.time() * 1000
         await call(session.client.close)
+
+
+async def test_bybit_limits_are_enforced_by_default_and_counted_in_the_state() -> None:
+    async with running_venue() as venue:
+        assert venue.base_url is not None
+        session = make_session(venue.base_url)
+        codes = [(await rejected(session.cancel_order, category="linear", symbol="BTCUSDT", orderLinkId="none"))
+                 .status_code for _ in range(11)]  # fmt: skip
+        await call(session.client.close)
+        assert codes[-1] == 10006
+        assert venue.state()["rate_limits"] == {"/v5/order/cancel": {"requests": 11, "refused": 1}}
+
+
+async def test_lifted_limits_refuse_nothing_and_announce_a_million() -> None:
+    async with running_venue(enforce_rate_limits=False) as venue:
+        assert venue.base_url is not None
+        session = make_session(venue.base_url)
+        for _ in range(12):
+            error = await rejected(session.cancel_order, category="linear", symbol="BTCUSDT", orderLinkId="none")
+            assert error.status_code == 110001
+        assert error.resp_headers["X-Bapi-Limit"] == "1000000"
+        await call(session.client.close)
