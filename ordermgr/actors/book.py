@@ -22,7 +22,7 @@ import attrs
 
 from ordermgr.actors.deps import ActorDeps
 from ordermgr.domain import decision, orders
-from ordermgr.domain.errors import VenueUnavailable
+from ordermgr.domain.errors import StaleWrite, VenueUnavailable
 from ordermgr.domain.events import order_event, text
 from ordermgr.domain.model import (
     Accepted, Expired, FillRecord, OrderRecord, OrderRequest, OrderType, Rejected, Side, Signal, Unavailable,
@@ -96,7 +96,7 @@ class SymbolBook:
         match outcome:
             case Accepted(order_id=order_id):
                 log.info("order acknowledged", extra={**context, "order_id": order_id})
-                await self._commit(record, orders.accept(_state(record), order_id), "placement", settle_signal)
+                await self._commit_once(record, orders.accept(_state(record), order_id), "placement", settle_signal)
             case Rejected() if outcome.is_credentials:
                 # Our configuration is wrong, not the order: keep the intent to send once fixed.
                 log.critical("venue refused our credentials; the order stays an intent",
@@ -114,17 +114,38 @@ class SymbolBook:
     async def reject(self, record: OrderRecord, reason: str, *, settle_signal: bool = True) -> None:
         code, _, message = reason.partition(": ")
         log.warning("order rejected", extra={**record_context(record), "code": code, "reason": message})
-        await self._commit(record, orders.reject(_state(record), reason), "placement", settle_signal)
+        await self._commit_once(record, orders.reject(_state(record), reason), "placement", settle_signal)
 
     async def apply(self, record: OrderRecord, update: VenueOrder, source: str) -> bool:
-        """Merge one venue report of ``record``; True when anything changed."""
-        result = orders.merge(_state(record), update)
-        return await self._commit(record, result, source, settle_signal=True, venue_time_ms=update.updated_ms)
+        """Merge one venue report of ``record``; True when anything changed. When our copy of the
+        order turns out stale, the report is merged again into the database's copy."""
+        try:
+            return await self._commit(record, orders.merge(_state(record), update), source, settle_signal=True,
+                                      venue_time_ms=update.updated_ms)  # fmt: skip
+        except StaleWrite:
+            fresh = self.open.get(record.order_link_id) or await until_stored(
+                self._deps.store.order_by_link_id, record.order_link_id)  # fmt: skip
+            if fresh is None:
+                return False
+            return await self._commit_once(fresh, orders.merge(_state(fresh), update), source, settle_signal=True,
+                                           venue_time_ms=update.updated_ms)  # fmt: skip
+
+    async def _commit_once(
+        self, record: OrderRecord, result: orders.MergeResult, source: str, settle_signal: bool,
+        venue_time_ms: int = 0,
+    ) -> bool:  # fmt: skip
+        """Commit, or leave it when our copy was stale (reloaded by then; sync will tell the rest)."""
+        try:
+            return await self._commit(record, result, source, settle_signal, venue_time_ms)
+        except StaleWrite:
+            return False
 
     async def _commit(
         self, record: OrderRecord, result: orders.MergeResult, source: str, settle_signal: bool,
         venue_time_ms: int = 0,
     ) -> bool:  # fmt: skip
+        """Write the change; raises StaleWrite (after reloading this order and the position)
+        when the database holds newer versions than our copies: then nothing was written."""
         if result.event_type is None and result.fill is None:
             return False
         now = self._deps.now()
@@ -133,11 +154,18 @@ class SymbolBook:
         position = None
         if result.fill is not None and not record.is_dry_run:
             fills = await self._fills_of(record, updated, result.fill, source, venue_time_ms)
-            self.position = position = await self._moved_position(fills)
-            self._deps.venue.invalidate_balance()
+            position = await self._moved_position(fills)
         events = [await self._event(result.event_type, updated)] if result.event_type else []
-        await until_stored(self._deps.store.record_order, updated, events, fills=fills, position=position,
-                           settle_signal=settle_signal and record.status == "submitting")  # fmt: skip
+        try:
+            await until_stored(self._deps.store.record_order, updated, events, fills=fills, position=position,
+                               settle_signal=settle_signal and record.status == "submitting")  # fmt: skip
+        except StaleWrite as exc:
+            await self._reload(record.order_link_id, exc)
+            raise
+        if position is not None:
+            self.position = position
+            self._last_fill_ms = max(self._last_fill_ms, *(fill.venue_time_ms for fill in fills))
+            self._deps.venue.invalidate_balance()
         for fill in fills:
             log.info("fill applied", extra={**record_context(record), "quantity": text(fill.quantity),
                                             "price": text(fill.price), "fee": text(fill.fee),
@@ -191,8 +219,30 @@ class SymbolBook:
             moved = Position(self.symbol)
             for fill in sorted([*history, *fills], key=lambda f: f.venue_time_ms):  # stable: ties keep arrival order
                 moved = _with_fill(moved, fill)
-        self._last_fill_ms = max(self._last_fill_ms, *(fill.venue_time_ms for fill in fills))
         return attrs.evolve(moved, last_price=self.last_price or fills[-1].price)
+
+    async def _reload_position(self, exc: StaleWrite) -> None:
+        log.error("stale position write refused; reloading the position from the database",
+                  extra={"asset": self.symbol, "error": str(exc)})  # fmt: skip
+        loaded: Position | None = await until_stored(self._deps.store.load_position, self.symbol)
+        self.position = loaded or Position(self.symbol)
+        self._deps.exposure.set(self.symbol, self.exposure())
+
+    async def _reload(self, order_link_id: str, exc: StaleWrite) -> None:
+        """Our copy was refused as stale: someone else wrote this symbol (which leadership exists
+        to prevent). Take the database's order and position, which hold every fill exactly once."""
+        log.error("stale write refused; reloading the order and position from the database",
+                  extra={"asset": self.symbol, "order_link_id": order_link_id, "error": str(exc)})  # fmt: skip
+        store = self._deps.store
+        fresh = await until_stored(store.order_by_link_id, order_link_id)
+        if fresh is not None and fresh.status in ACTIVE:
+            self.open[order_link_id] = fresh
+        else:
+            self.open.pop(order_link_id, None)
+        loaded: Position | None = await until_stored(store.load_position, self.symbol)
+        self.position = loaded or Position(self.symbol)
+        self._last_fill_ms = await until_stored(store.last_fill_ms, self.symbol)
+        self._deps.exposure.set(self.symbol, self.exposure())
 
     def _count(self, before: str, after: str) -> None:
         if before == after:
@@ -280,7 +330,10 @@ class SymbolBook:
         if self.position.size == 0 and self.position.realized_pnl == 0:
             return  # never held: nothing to snapshot
         await self.refresh_price()
-        await until_stored(self._deps.store.record_snapshot, self.position)
+        try:
+            await until_stored(self._deps.store.record_snapshot, self.position)
+        except StaleWrite as exc:
+            await self._reload_position(exc)
 
     async def refresh_price(self) -> None:
         try:
@@ -301,7 +354,12 @@ class SymbolBook:
         log.error("position differs from the venue; taking the venue's", extra={
             "asset": self.symbol, "local_size": str(local.size), "venue_size": str(venue_size),
             "local_average_price": str(local.average_entry_price), "venue_average_price": str(venue_price)})  # fmt: skip
-        await until_stored(self._deps.store.record_discrepancy, local, adopted, "adopted venue size and average price")
+        try:
+            await until_stored(self._deps.store.record_discrepancy, local, adopted,
+                               "adopted venue size and average price")  # fmt: skip
+        except StaleWrite as exc:
+            await self._reload_position(exc)
+            return True
         self.position = adopted
         self._deps.exposure.set(self.symbol, self.exposure())
         return True
@@ -363,6 +421,7 @@ def _updated_record(record: OrderRecord, result: orders.MergeResult, now: dateti
         filled_quantity=state.filled_quantity, filled_value=state.filled_value, fees=state.fees,
         average_price=state.average_price, venue_updated_ms=state.venue_updated_ms or None,
         rejection_reason=reason, updated_at=now, executed_at=now if result.fill else record.executed_at,
+        version=record.version + 1, last_write=uuid.uuid4(),
     )  # fmt: skip
 
 

@@ -22,14 +22,16 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from ordermgr.domain.decision import link_key
-from ordermgr.domain.errors import StoreUnavailable
+from ordermgr.domain.errors import Fenced, StaleWrite, StoreUnavailable
 from ordermgr.domain.events import OrderEvent, dumps
-from ordermgr.domain.model import FillRecord, OrderRecord, OutboxRow, Signal, SignalRecord
+from ordermgr.domain.model import Fence, FillRecord, OrderRecord, OutboxRow, Signal, SignalRecord
 from ordermgr.domain.positions import Position, unrealized_pnl
 from ordermgr.domain.signals import InvalidSignal
 
 log = logging.getLogger(__name__)
 POSITION_MODE = "one_way"  # Bybit linear one-way mode: one signed position per symbol
+# SQLSTATEs raised by ordermgr_require (migration 012) when a guarded write must not apply.
+FENCED_STATE, STALE_STATE = "OM001", "OM002"
 
 
 class PgStore:
@@ -50,6 +52,11 @@ class PgStore:
             # __aenter__ loads UTC once in a thread, so no connect blocks the event loop on it.
             kwargs={"row_factory": dict_row, "autocommit": True, "options": "-c TimeZone=UTC"},
         )
+        # Set while this instance leads: the intent commit and every order change check it.
+        self.fence: Fence | None = None
+        # The version of each asset's position row as last read or written here: the next write
+        # of that position expects it (a stale copy is refused, contract §13).
+        self._position_versions: dict[str, int] = {}
 
     @property
     def pool(self) -> AsyncConnectionPool[Any]:
@@ -83,12 +90,19 @@ class PgStore:
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection for single statements; connection trouble → StoreUnavailable."""
+        """A pooled connection for single statements; connection trouble → StoreUnavailable, a
+        guarded write that must not apply → Fenced or StaleWrite."""
         try:
             async with self._pool.connection() as conn:
                 yield conn
         except psycopg.OperationalError as exc:  # includes the pool's PoolTimeout
             raise unavailable(exc) from exc
+        except psycopg.Error as exc:
+            raise _refusal(exc) or exc
+
+    def _fence_params(self) -> dict[str, Any]:
+        fence = self.fence
+        return {"fence_holder": fence.holder if fence else None, "fence_epoch": fence.epoch if fence else None}
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -99,6 +113,8 @@ class PgStore:
                     yield conn
             except psycopg.OperationalError as exc:
                 raise unavailable(exc) from exc
+            except psycopg.Error as exc:
+                raise _refusal(exc) or exc
 
     # --- signals ---------------------------------------------------------------------------
 
@@ -171,6 +187,7 @@ class PgStore:
             "orders": _jsonb([attrs.asdict(order, recurse=False) for order in orders]),
             "relationships": _jsonb(relationships), "events": _events(*events),
             "witness": orders[0].id if orders else events[0].event_id if events else None,
+            **self._fence_params(),
         }  # fmt: skip
         if first_delivery_size is not None:
             params.update(_new_signal_params(signal, first_delivery_size))
@@ -195,39 +212,27 @@ class PgStore:
         """Commit an order's new state with what it causes, in one statement (so one transaction
         and one round trip): the events, the signal's status (``settle_signal``: derived from all
         its orders), the fills and the position they moved. One transaction is what makes each
-        fill reach the position once."""
+        fill reach the position once.
+
+        ``order.version`` is the version this write makes: the row must still hold the one
+        before it, and the position the version last read here, else nothing is written and
+        :class:`StaleWrite` says our copy was stale; under a fence the epoch must still lead
+        (:class:`Fenced`). ``order.last_write`` is this write's id (made once by the caller), so
+        a redo of the same write after a lost answer recognises itself."""
         fill_rows = [{
             "order_uuid": order.id, "signal_id": order.signal_id, "asset": order.asset, "side": order.side,
             "quantity": fill.quantity, "value": fill.value, "price": fill.price, "fee": fill.fee,
             "source": fill.source, "venue_time_ms": fill.venue_time_ms, "fill_id": fill.fill_id,
         } for fill in fills]  # fmt: skip
+        write_id = order.last_write or uuid.uuid4()
         async with self._connection() as conn:
             await conn.execute(
-                f"""
-                WITH merged AS (
-                    UPDATE orders SET order_id = %(order_id)s, status = %(status)s,
-                           filled_quantity = %(filled_quantity)s, filled_value = %(filled_value)s,
-                           average_price = %(average_price)s, fees = %(fees)s, executed_at = %(executed_at)s,
-                           rejection_reason = %(rejection_reason)s, updated_at = %(updated_at)s,
-                           venue_updated_ms = %(venue_updated_ms)s, quantity = %(quantity)s, price = %(price)s
-                    WHERE id = %(id)s
-                ), settled AS (
-                    {_SETTLE_SIGNAL}
-                ), fills AS (
-                    INSERT INTO order_fills (order_uuid, signal_id, asset, side, quantity, value, price, fee, source,
-                                             venue_time_ms, fill_id)
-                    SELECT order_uuid, signal_id, asset, side, quantity, value, price, fee, source, venue_time_ms,
-                           fill_id
-                    FROM jsonb_populate_recordset(NULL::order_fills, %(fills)s)
-                    ON CONFLICT (fill_id) DO NOTHING
-                ), moved AS (
-                    {_UPSERT_POSITION}
-                ), {_EVENTS_CTE}
-                SELECT 1
-                """,
+                _RECORD_ORDER,
                 {**attrs.asdict(order, recurse=False), "settle": settle_signal, "fills": _jsonb(fill_rows),
-                 **_position_params(position), "events": _events(*events)},
+                 **self._position_params(position, write_id), "events": _events(*events),
+                 **self._fence_params()},
             )  # fmt: skip
+        self._wrote_position(position)
 
     async def order_by_link_id(self, order_link_id: str) -> OrderRecord | None:
         async with self._connection() as conn:
@@ -279,12 +284,21 @@ class PgStore:
     async def load_position(self, asset: str) -> Position | None:
         async with self._connection() as conn:
             cursor = await conn.execute(
-                "SELECT asset, size, average_entry_price, realized_pnl, fees, last_price FROM positions"
+                "SELECT asset, size, average_entry_price, realized_pnl, fees, last_price, version FROM positions"
                 " WHERE asset = %s AND mode = %s",
                 (asset, POSITION_MODE),
             )
             row = await cursor.fetchone()
+        self._position_versions[asset] = row.pop("version") if row else 0
         return Position(**row) if row else None
+
+    def _position_params(self, position: Position | None, write_id: uuid.UUID) -> dict[str, Any]:
+        version = self._position_versions.get(position.asset, 0) if position else None
+        return {**_position_params(position), "p_version": version, "p_write": write_id}
+
+    def _wrote_position(self, position: Position | None) -> None:
+        if position is not None:
+            self._position_versions[position.asset] = self._position_versions.get(position.asset, 0) + 1
 
     async def position_assets(self) -> list[str]:
         """Assets with a non-zero position: their actors start at boot (contract §1)."""
@@ -292,13 +306,9 @@ class PgStore:
             cursor = await conn.execute("SELECT asset FROM positions WHERE size <> 0 ORDER BY asset")
             return [row["asset"] for row in await cursor.fetchall()]
 
-    async def save_position(self, position: Position) -> None:
-        async with self._connection() as conn:
-            await _upsert_position(conn, position)
-
     async def record_snapshot(self, position: Position) -> None:
         async with self._transaction() as conn:
-            await _upsert_position(conn, position)
+            await self._upsert_position(conn, position)
             await conn.execute(
                 """
                 INSERT INTO position_snapshots (asset, mode, size, average_entry_price, realized_pnl, unrealized_pnl,
@@ -324,7 +334,18 @@ class PgStore:
                 """,
                 (local.asset, local.size, venue.size, local.average_entry_price, venue.average_entry_price, resolution),
             )
-            await _upsert_position(conn, venue)
+            await self._upsert_position(conn, venue)
+
+    async def _upsert_position(self, conn: psycopg.AsyncConnection[Any], position: Position) -> None:
+        """Write a position outside an order's statement (snapshot, discrepancy), version-checked
+        like every position write; the caller's transaction is undone when it is refused."""
+        write_id = uuid.uuid4()
+        cursor = await conn.execute(f"WITH moved AS ({_UPSERT_POSITION}) SELECT count(*) AS n FROM moved",
+                                    self._position_params(position, write_id))  # fmt: skip
+        row = await cursor.fetchone()
+        if not row or row["n"] != 1:
+            raise StaleWrite(f"position {position.asset} changed since it was read here")
+        self._wrote_position(position)
 
     async def orders_for_signal(self, signal_id: str) -> list[OrderRecord]:
         async with self._connection() as conn:
@@ -376,18 +397,31 @@ _SETTLE_SIGNAL = """
     WHERE %(settle)s AND signals.signal_id = %(signal_id)s AND derived.status IS NOT NULL
 """
 
+# The position as the writer computed it from the version it read (p_version); a row that has
+# moved on since (and not by this very write, redone) is left alone, and the guard refuses.
 _UPSERT_POSITION = """
     INSERT INTO positions (asset, mode, size, average_entry_price, realized_pnl, unrealized_pnl, fees, last_price,
-                           last_updated)
+                           last_updated, version, last_write)
     SELECT %(p_asset)s::text, %(p_mode)s::text, %(p_size)s::numeric, %(p_average_entry_price)s::numeric,
            %(p_realized_pnl)s::numeric, %(p_unrealized_pnl)s::numeric, %(p_fees)s::numeric,
-           %(p_last_price)s::numeric, now()
+           %(p_last_price)s::numeric, now(), %(p_version)s::integer + 1, %(p_write)s::uuid
     WHERE %(has_position)s
     ON CONFLICT (asset, mode) DO UPDATE SET size = EXCLUDED.size,
         average_entry_price = EXCLUDED.average_entry_price, realized_pnl = EXCLUDED.realized_pnl,
         unrealized_pnl = EXCLUDED.unrealized_pnl, fees = EXCLUDED.fees, last_price = EXCLUDED.last_price,
-        last_updated = now()
+        last_updated = now(), version = EXCLUDED.version, last_write = EXCLUDED.last_write
+    WHERE positions.version = %(p_version)s OR positions.last_write = %(p_write)s
+    RETURNING 1
 """
+
+# Under a fence (this instance leads), the epoch must still hold a valid lease (contract §13.2).
+_FENCE = """fence AS (
+    SELECT ordermgr_require(
+        %(fence_epoch)s::bigint IS NULL OR EXISTS (
+            SELECT 1 FROM leader_lease WHERE name = 'trading' AND holder = %(fence_holder)s
+            AND epoch = %(fence_epoch)s AND expires_at > clock_timestamp()),
+        'OM001', 'fenced: epoch ' || %(fence_epoch)s::text || ' no longer leads') AS ok
+)"""
 
 # The signal's row as an evaluation leaves it: "applies" is false when the signal turned out to be
 # known already (then only its delivery is counted and nothing else in the statement is written).
@@ -439,9 +473,9 @@ _EVENTS_CTE = _outbox()
 
 
 def _decision_statement(signal_row: str) -> str:
-    applies = "WHERE (SELECT applies FROM signal_row)"
+    applies = "WHERE (SELECT applies FROM signal_row) AND (SELECT ok FROM fence)"
     return f"""
-    WITH {signal_row}, intents AS (
+    WITH {_FENCE}, {signal_row}, intents AS (
         INSERT INTO orders ({_ORDER_COLUMNS})
         SELECT {_ORDER_COLUMNS} FROM jsonb_populate_recordset(NULL::orders, %(orders)s)
         {applies}
@@ -455,16 +489,44 @@ def _decision_statement(signal_row: str) -> str:
         {applies}
         ON CONFLICT (order_id) DO NOTHING
     ), {_outbox(applies)}
-    SELECT status, attempts, deliveries, applies, same_payload FROM signal_row
+    SELECT status, attempts, deliveries, applies, same_payload, (SELECT ok FROM fence) AS fenced_ok FROM signal_row
     """
 
 
 _RECORD_NEW_DECISION = _decision_statement(_NEW_SIGNAL)
 _RECORD_DECISION = _decision_statement(_DECIDED_SIGNAL)
 
-
-async def _upsert_position(conn: psycopg.AsyncConnection[Any], position: Position) -> None:
-    await conn.execute(_UPSERT_POSITION, _position_params(position))
+# One order change: the row (version-checked), the signal's status, the fills, the position
+# and the events. The guard refuses the whole statement when the row or the position moved on
+# since they were read, or when the fence no longer leads: then nothing of it is written.
+_RECORD_ORDER = f"""
+WITH {_FENCE}, merged AS (
+    UPDATE orders SET order_id = %(order_id)s, status = %(status)s,
+           filled_quantity = %(filled_quantity)s, filled_value = %(filled_value)s,
+           average_price = %(average_price)s, fees = %(fees)s, executed_at = %(executed_at)s,
+           rejection_reason = %(rejection_reason)s, updated_at = %(updated_at)s,
+           venue_updated_ms = %(venue_updated_ms)s, quantity = %(quantity)s, price = %(price)s,
+           version = %(version)s, last_write = %(last_write)s
+    WHERE id = %(id)s AND (version = %(version)s - 1 OR last_write = %(last_write)s)
+    RETURNING id
+), settled AS (
+    {_SETTLE_SIGNAL}
+), fills AS (
+    INSERT INTO order_fills (order_uuid, signal_id, asset, side, quantity, value, price, fee, source,
+                             venue_time_ms, fill_id)
+    SELECT order_uuid, signal_id, asset, side, quantity, value, price, fee, source, venue_time_ms, fill_id
+    FROM jsonb_populate_recordset(NULL::order_fills, %(fills)s)
+    WHERE EXISTS (SELECT 1 FROM merged)
+    ON CONFLICT (fill_id) DO NOTHING
+), moved AS (
+    {_UPSERT_POSITION}
+), {_outbox("WHERE EXISTS (SELECT 1 FROM merged)")}
+SELECT ordermgr_require(EXISTS (SELECT 1 FROM merged), 'OM002',
+                        'stale write: order ' || %(order_link_id)s || ' changed since it was read')
+   AND ordermgr_require(NOT %(has_position)s OR EXISTS (SELECT 1 FROM moved), 'OM002',
+                        'stale write: position ' || coalesce(%(p_asset)s, '') || ' changed since it was read')
+   AND (SELECT ok FROM fence)
+"""
 
 
 def _new_signal_params(signal: Signal, body_size: int) -> dict[str, Any]:
@@ -501,6 +563,16 @@ def _events(*events: OrderEvent) -> Jsonb:
 
 def unavailable(exc: psycopg.Error) -> StoreUnavailable:
     return StoreUnavailable(f"{type(exc).__name__}: {exc}")
+
+
+def _refusal(exc: psycopg.Error) -> Fenced | StaleWrite | None:
+    """A guarded write refused by ordermgr_require, as our error; None for anything else."""
+    message = exc.diag.message_primary or str(exc)
+    if exc.sqlstate == FENCED_STATE:
+        return Fenced(message)
+    if exc.sqlstate == STALE_STATE:
+        return StaleWrite(message)
+    return None
 
 
 # --- rows --------------------------------------------------------------------------------

@@ -37,3 +37,13 @@ class UnknownAsset(OrderManagerError):
     def __init__(self, asset: str) -> None:
         super().__init__(f"{asset} is not a symbol the venue lists")
         self.asset = asset
+
+
+class Fenced(OrderManagerError):
+    """A guarded write found that our leadership epoch no longer leads (contract §13.2): this
+    instance must stop trading at once. Never retried."""
+
+
+class StaleWrite(OrderManagerError):
+    """A write expected a row (an order, a position) as it was read, and the database holds a
+    newer version: our copy is stale. Nothing was written; reload and decide again."""

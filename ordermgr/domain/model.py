@@ -278,6 +278,8 @@ class OrderRecord:
     time_in_force: str = "GTC"
     reduce_only: bool = False
     venue_updated_ms: int | None = None
+    version: int = 0  # the row's version as read: a write of this record expects it (optimistic concurrency)
+    last_write: uuid.UUID | None = None  # made per write: a redo of the same write recognises itself
 
 
 @attrs.frozen
@@ -313,6 +315,14 @@ class OutboxRow:
     event_id: uuid.UUID
     trace_id: str | None
     body: bytes
+
+
+@attrs.frozen
+class Fence:
+    """Who leads, under which epoch (contract §13.2): the token every guarded write carries."""
+
+    holder: str
+    epoch: int
 
 
 @attrs.frozen

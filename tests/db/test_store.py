@@ -12,10 +12,13 @@ import attrs
 import psycopg
 import pytest
 
+from ordermgr.db.lease import LeaseStore
 from ordermgr.db.migrate import apply_migrations
 from ordermgr.db.store import PgStore, SignalRecord
+from ordermgr.domain.errors import Fenced, StaleWrite
 from ordermgr.domain.events import order_event
-from ordermgr.domain.model import Side, Signal
+from ordermgr.domain.model import Fence, FillRecord, OrderRecord, Side, Signal
+from ordermgr.domain.positions import Position
 
 pytestmark = pytest.mark.anyio
 
@@ -74,3 +77,95 @@ async def test_the_same_statement_redone_after_a_lost_answer_is_not_a_repeat(
     assert await refuse(store, signal, event_id) is None
     assert await refuse(store, signal, event_id) is None  # the very same writes again
     assert stored(clean_database, "s-redo") == (("rejected", 1, 1, "risk_limit"), 1)
+
+
+# --- guarded writes (contract §13): a stale copy never overwrites, a deposed leader writes nothing
+
+
+def an_intent(signal: Signal) -> OrderRecord:
+    now = datetime.now(UTC)
+    return OrderRecord(id=uuid.uuid4(), order_id=None, order_link_id=f"om-{signal.signal_id}-1-1",
+                       signal_id=signal.signal_id, asset=signal.asset, side="Buy", order_type="Market",
+                       status="submitting", quantity=Decimal("0.010"), price=None, created_at=now, updated_at=now)  # fmt: skip
+
+
+async def placed(store: PgStore, signal_id: str) -> OrderRecord:
+    signal = a_signal(signal_id)
+    intent = an_intent(signal)
+    assert await store.record_decision(signal, 1, status="processing", orders=[intent], first_delivery_size=100) is None
+    return intent
+
+
+def filled(record: OrderRecord, qty: str) -> tuple[OrderRecord, FillRecord, Position]:
+    """``record`` one version on, with ``qty`` more filled at 50000, and the position that fill makes."""
+    fill = FillRecord(Decimal(qty), Decimal(qty) * 50000, Decimal(50000), Decimal(0), "ws_gateway", 1)
+    after = attrs.evolve(record, status="partially_filled", filled_quantity=record.filled_quantity + fill.quantity,
+                         version=record.version + 1, last_write=uuid.uuid4())  # fmt: skip
+    return after, fill, Position(record.asset, size=after.filled_quantity, average_entry_price=Decimal(50000))
+
+
+def fills_and_position(database: str, order: OrderRecord) -> tuple[int, object]:
+    with psycopg.connect(database) as conn:
+        fills = conn.execute("SELECT count(*) FROM order_fills WHERE order_uuid = %s", (order.id,)).fetchone()
+        size = conn.execute("SELECT size FROM positions WHERE asset = %s", (order.asset,)).fetchone()
+    assert fills is not None
+    return fills[0], size[0] if size else None
+
+
+async def test_a_write_from_a_stale_copy_of_the_order_is_refused_whole(store: PgStore, clean_database: str) -> None:
+    """Two writers each read version 0 and both apply 'their' fill: the second is stale, and
+    neither its fill nor its position reaches the database."""
+    intent = await placed(store, "s-stale-order")
+    first, fill, position = filled(intent, "0.004")
+    await store.record_order(first, fills=[fill], position=position)
+    second, fill, position = filled(intent, "0.004")  # from the same old copy
+    with pytest.raises(StaleWrite):
+        await store.record_order(second, fills=[fill], position=position)
+    assert fills_and_position(clean_database, intent) == (1, Decimal("0.004"))
+
+
+async def test_a_position_written_elsewhere_since_it_was_read_is_not_overwritten(
+    store: PgStore, clean_database: str
+) -> None:
+    intent = await placed(store, "s-stale-position")
+    await store.load_position("BTCUSDT")
+    async with PgStore(clean_database) as other:  # another process with its own view
+        await other.load_position("BTCUSDT")
+        other_intent = await placed(other, "s-other")
+        after, fill, position = filled(other_intent, "0.002")
+        await other.record_order(after, fills=[fill], position=position)
+    after, fill, position = filled(intent, "0.004")
+    with pytest.raises(StaleWrite):
+        await store.record_order(after, fills=[fill], position=position)
+    assert fills_and_position(clean_database, intent) == (0, Decimal("0.002"))
+    await store.load_position("BTCUSDT")  # the stale holder reloads, then writes on top
+    await store.record_order(after, fills=[fill], position=attrs.evolve(position, size=Decimal("0.006")))
+    assert fills_and_position(clean_database, intent) == (1, Decimal("0.006"))
+
+
+async def test_an_order_write_redone_after_a_lost_answer_recognises_itself(store: PgStore, clean_database: str) -> None:
+    intent = await placed(store, "s-redo-order")
+    after, fill, position = filled(intent, "0.004")
+    await store.record_order(after, fills=[fill], position=position)
+    store._position_versions["BTCUSDT"] -= 1  # as if the answer, and so our bookkeeping, was lost
+    await store.record_order(after, fills=[fill], position=position)  # until_stored's redo
+    assert fills_and_position(clean_database, intent) == (1, Decimal("0.004"))
+
+
+async def test_a_deposed_leader_commits_no_intent_and_no_order_change(store: PgStore, clean_database: str) -> None:
+    lease = LeaseStore(store, "instance-a")
+    fence = await lease.acquire(ttl_s=30)
+    assert fence is not None
+    store.fence = fence
+    intent = await placed(store, "s-fenced-1")  # while it leads
+    with psycopg.connect(clean_database, autocommit=True) as conn:  # the lease passes to another
+        conn.execute("UPDATE leader_lease SET expires_at = clock_timestamp()")
+    assert await LeaseStore(store, "instance-b").acquire(ttl_s=30) == Fence("instance-b", fence.epoch + 1)
+    with pytest.raises(Fenced):
+        await placed(store, "s-fenced-2")
+    after, fill, position = filled(intent, "0.004")
+    with pytest.raises(Fenced):
+        await store.record_order(after, fills=[fill], position=position)
+    with psycopg.connect(clean_database) as conn:
+        intents = conn.execute("SELECT count(*) FROM orders WHERE signal_id = 's-fenced-2'").fetchone()
+    assert intents == (0,) and fills_and_position(clean_database, intent) == (0, None)
