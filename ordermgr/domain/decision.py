@@ -44,6 +44,7 @@ from typing import Final
 import attrs
 
 from ordermgr.domain.model import Instrument, OrderRequest, OrderType, Side, Signal
+from ordermgr.domain.trading import FREE, Admission
 
 _ZERO: Final = Decimal(0)
 _HUNDRED: Final = Decimal(100)
@@ -202,10 +203,14 @@ def _text(value: Decimal | str | int) -> str:
 # --------------------------------------------------------------------------- plan
 
 
-def plan(signal: Signal, ctx: MarketContext, settings: DecisionSettings) -> Plan | Refusal:
+def plan(
+    signal: Signal, ctx: MarketContext, settings: DecisionSettings, admission: Admission = FREE
+) -> Plan | Refusal:
     """Turn ``signal`` into the orders to place, or refuse it with a code and the numbers.
 
-    Checks run in the order of the module docstring; the first failing one is returned."""
+    Checks run in the order of the module docstring; the first failing one is returned.
+    ``admission`` is what the trading state allows (``trading.admit``): under ``reducing`` the
+    quantity is capped so the order cannot take the position through zero, and sent reduce-only."""
     reference = _reference_price(signal, ctx)
     if isinstance(reference, Refusal):
         return reference
@@ -220,6 +225,10 @@ def plan(signal: Signal, ctx: MarketContext, settings: DecisionSettings) -> Plan
     legs = _size_legs(allocations, sizing_price, order_type, ctx.instrument)
     if isinstance(legs, Refusal):
         return legs
+    if admission.max_qty is not None:
+        legs = _capped(legs, admission.max_qty, sizing_price, order_type, ctx.instrument)
+        if isinstance(legs, Refusal):
+            return legs
     total_qty = sum((leg.qty for leg in legs), _ZERO)
     result = Plan(
         symbol=ctx.instrument.symbol,
@@ -227,7 +236,8 @@ def plan(signal: Signal, ctx: MarketContext, settings: DecisionSettings) -> Plan
         order_type=order_type,
         price=price,
         time_in_force="GTC" if order_type is OrderType.LIMIT else "IOC",
-        reduce_only=only_reduces(signal.side, total_qty, projected_position(signal.side, ctx)),
+        reduce_only=admission.reduce_only
+        or only_reduces(signal.side, total_qty, projected_position(signal.side, ctx)),
         legs=legs,
         reference_price=reference,
         type_reason=type_reason,
@@ -371,6 +381,25 @@ def _size_legs(
             return _with_leg(refusal, sequence, len(allocations))
         legs.append(Leg(sequence, qty, allocation))
     return tuple(legs)
+
+
+def _capped(
+    legs: tuple[Leg, ...], cap: Decimal, price: Decimal, order_type: OrderType, instrument: Instrument
+) -> tuple[Leg, ...] | Refusal:
+    """The legs shrunk in proportion so that together they stay within ``cap`` (rounded down to
+    the step, so never above it); each still has to pass the size filters."""
+    total = sum((leg.qty for leg in legs), _ZERO)
+    if total <= cap:
+        return legs
+    capped = []
+    for leg in legs:
+        qty = round_to_step(cap * leg.qty / total, instrument.qty_step, ROUND_FLOOR)
+        refusal = check_qty(qty, price, order_type, instrument)
+        if refusal is not None:
+            details = {**refusal.details, "capped_at": _text(cap)}
+            return Refusal(refusal.code, f"{refusal.message} (capped at {_text(cap)} by the reducing state)", details)
+        capped.append(Leg(leg.sequence, qty, qty * price))
+    return tuple(capped)
 
 
 def check_qty(
