@@ -15,30 +15,38 @@ import attrs
 import psycopg
 from anyio.abc import TaskStatus
 
+from ordermgr.actors.control import TradingControl
 from ordermgr.actors.deps import ActorDeps, ExposureBook
 from ordermgr.actors.intake import run_intake, run_order_updates
 from ordermgr.actors.messages import SyncRequest
+from ordermgr.actors.operator import OperatorDesk, run_desk
 from ordermgr.actors.outbox import OutboxWakeup, flush_outbox, run_outbox
 from ordermgr.actors.supervisor import Supervisor, open_supervisor
 from ordermgr.actors.symbol import SymbolActor
 from ordermgr.actors.sync import SyncService
 from ordermgr.actors.timers import every, snapshot_tick, sync_tick, validation_tick
 from ordermgr.amqp.broker import (
-    ORDER_EVENTS_QUEUE, ORDER_UPDATES_ARGUMENTS, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE, Broker, Delivery, Publisher, consume,
+    ORDER_UPDATES_ARGUMENTS, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE, Broker, Delivery, Publisher, consume,
     hand_over_to,
 )  # fmt: skip
 from ordermgr.amqp.ws_gateway import keep_subscribed, order_events_to
 from ordermgr.bybit.budget import BudgetFigures, RateBudget
 from ordermgr.bybit.exchange import BybitExchange
 from ordermgr.config import Config
+from ordermgr.db.controls import ControlStore
+from ordermgr.db.lease import LEADER_CHANNEL, LeaseStore
+from ordermgr.db.listen import Listener
 from ordermgr.db.migrate import apply_migrations
 from ordermgr.db.queries import Queries
+from ordermgr.db.requests import OUTCOMES_CHANNEL, REQUESTS_CHANNEL, RequestStore
 from ordermgr.db.store import PgStore
 from ordermgr.domain.decision import DecisionSettings
-from ordermgr.domain.errors import VenueAuthError, VenueUnavailable
-from ordermgr.domain.model import Instrument
+from ordermgr.domain.errors import StoreUnavailable, VenueAuthError, VenueUnavailable
+from ordermgr.domain.model import Fence, Instrument
+from ordermgr.domain.trading import TriggerSettings
 from ordermgr.http.api import create_api
 from ordermgr.http.server import create_app, serve
+from ordermgr.leadership import STANDBY, Leadership, instance_id
 from ordermgr.metrics import metrics_log_fields, service_log_fields
 from ordermgr.paper import PaperConfig, PaperVenue
 from ordermgr.paper.instruments import LISTINGS
@@ -55,6 +63,7 @@ class ServiceState:
 
     store: PgStore
     broker: Broker
+    role: Callable[[], str] = lambda: STANDBY
     is_paper: bool = False
     venue_ok: bool = False
     ws_gateway_ok: bool = False
@@ -75,13 +84,24 @@ class ServiceState:
         self.ws_gateway_ok = ok
 
     def is_ready(self, dependencies: Mapping[str, bool]) -> bool:
+        """A standby is ready once its dependencies are (an orchestrator's rolling deploy waits
+        for it); the leader once its startup reconciliation is done too."""
         return (
             dependencies["database"]
             and dependencies["rabbitmq"]
             and self.migrated
-            and self.reconciled
+            and (self.reconciled or self.role() == STANDBY)
             and not self.stopping
         )
+
+    async def describe(self) -> Mapping[str, Any]:
+        """What ``/ready`` adds (contract §11.5, §13.1): the role and the global trading state."""
+        try:
+            with anyio.fail_after(1.0):
+                state = (await ControlStore(self.store).trading_states()).global_state.state.value
+        except (StoreUnavailable, TimeoutError):
+            state = "unknown"
+        return {"role": self.role(), "trading_state": state}
 
 
 def default_instruments() -> dict[str, Instrument]:
@@ -100,6 +120,11 @@ def decision_settings(config: Config) -> DecisionSettings:
         max_exposure_usdt=config.max_exposure,
         max_order_size_ratio=config.max_order_size_ratio,
     )
+
+
+def trigger_settings(config: Config) -> TriggerSettings:
+    return TriggerSettings(max_daily_loss=config.max_daily_loss, halt_after_venue_errors=config.halt_after_venue_errors,
+                           halt_after_rejections=config.halt_after_rejections)  # fmt: skip
 
 
 async def migrate_until_done(config: Config, *, max_backoff_s: float = 5.0) -> None:
@@ -178,9 +203,13 @@ async def run(
     stop = stop or anyio.Event()
     async with PgStore(config.postgres.conninfo) as store:
         broker = Broker(config.rabbitmq.url)
-        state = ServiceState(store, broker, is_paper=config.is_paper)
+        listener = Listener(config.postgres.conninfo, (LEADER_CHANNEL, REQUESTS_CHANNEL, OUTCOMES_CHANNEL))
+        leadership = Leadership(LeaseStore(store, instance_id()), listener, ttl_s=config.leader_lease_s,
+                                on_change=lambda fence: _fence(store, fence))  # fmt: skip
+        state = ServiceState(store, broker, role=lambda: leadership.role, is_paper=config.is_paper)
         async with anyio.create_task_group() as outer:
             await outer.start(broker.run)
+            await outer.start(listener.run)
             sync = SyncService(store)  # also the API's metrics source
             budget = RateBudget()  # the account's, for every venue request (contract §15)
             api = create_api(queries=Queries(store.pool), api_key=config.api_key, sync=sync, metrics=sync, assets=sync,
@@ -194,9 +223,11 @@ async def run(
                 venue = PaperVenue(_paper_config(config))
                 base_url = await outer.start(venue.run)
             assert base_url is not None
+            controls = _Controls()
             exchange = BybitExchange(
                 api_key=config.bybit_api_key, api_secret=config.bybit_api_secret, base_url=base_url,
                 timeout_s=config.order_execution_timeout_s, retry=config.retry, budget=budget,
+                on_answer=controls.venue_answer,
             )  # fmt: skip
             outer.start_soon(lambda: watch_venue(exchange, state, private=not config.dry_run))
             if not config.is_paper:
@@ -205,12 +236,63 @@ async def run(
             try:
                 if await unless_stopped(stop, lambda: migrate_until_done(config)):
                     state.migrated = True
-                    await run_trading(config, store, broker, exchange, state, stop, sync)
+                    roles = _Roles(config, store, broker, exchange, state, stop, sync, leadership, controls)
+                    await roles.run()
             finally:
                 state.stopping = True
                 await exchange.aclose()
             outer.cancel_scope.cancel()
     log.info("stopped")
+
+
+def _fence(store: PgStore, fence: Fence | None) -> None:
+    """While this instance leads, its store's guarded writes carry the fence."""
+    store.fence = fence
+
+
+class _Controls:
+    """The leader's trading control, once there is one: the venue's answers go to its trigger."""
+
+    def __init__(self) -> None:
+        self.control: TradingControl | None = None
+
+    def venue_answer(self, kind: str, detail: str) -> None:
+        if self.control is not None:
+            self.control.venue_answer(kind, detail)
+
+
+@attrs.define
+class _Roles:
+    """Stand by until the lease is ours, trade while it stays ours; after losing it, stand by
+    again (contract §13). A stop request ends either role."""
+
+    config: Config
+    store: PgStore
+    broker: Broker
+    exchange: BybitExchange
+    state: ServiceState
+    stop: anyio.Event
+    sync: SyncService
+    leadership: Leadership
+    controls: _Controls
+
+    async def run(self) -> None:
+        while not self.stop.is_set():
+            fence: Fence | None = None
+
+            async def wait() -> None:
+                nonlocal fence
+                fence = await self.leadership.wait_for_lease()
+
+            if not await unless_stopped(self.stop, wait) or fence is None:
+                return
+            if await self.leadership.lead(fence, self._trade):
+                return  # stopped: drained, and the lease given back
+            self.state.reconciled = False
+
+    async def _trade(self) -> None:
+        await run_trading(self.config, self.store, self.broker, self.exchange, self.state, self.stop, self.sync,
+                          self.controls, self.leadership)  # fmt: skip
 
 
 def _paper_config(config: Config) -> PaperConfig:
@@ -224,29 +306,38 @@ def _paper_config(config: Config) -> PaperConfig:
 
 async def run_trading(
     config: Config, store: PgStore, broker: Broker, exchange: BybitExchange, state: ServiceState, stop: anyio.Event,
-    sync: SyncService,
+    sync: SyncService, controls: _Controls, leadership: Leadership,
 ) -> None:
-    """Outbox publisher outermost (it flushes last), then the actors, then order updates and
-    timers, then intake innermost (it stops first)."""
+    """The leader's work. Outbox publisher outermost (it flushes last), then the trading control
+    and the actors, then order updates, timers and the operator desk, then intake innermost (it
+    stops first)."""
     wakeup = OutboxWakeup()
     publisher = Publisher(broker)
+    control = TradingControl(ControlStore(store), trigger_settings(config), wakeup.notify)
+    await control.load()  # the state in force before the first signal, kept across restarts (§11.4)
     deps = ActorDeps(
         store=store, venue=exchange, settings=decision_settings(config), exposure=ExposureBook(),
         wake_outbox=wakeup.notify, dry_run=config.dry_run, fallback_instruments=default_instruments,
         resubmit_window_s=config.resubmit_window_s, limit_order_ttl_s=config.limit_order_ttl_s,
-        signal_max_age_s=config.signal_max_age_s,
+        signal_max_age_s=config.signal_max_age_s, control=control,
     )  # fmt: skip
     # Mailboxes and the intake stream hold more than the prefetch: routing never waits on a slow symbol.
     capacity = 2 * config.prefetch + 16
+    controls.control = control
     async with anyio.create_task_group() as events:
-        events.start_soon(run_outbox, store, publisher, ORDER_EVENTS_QUEUE, wakeup)
+        events.start_soon(run_outbox, store, publisher, wakeup)
+        events.start_soon(control.run)
         with anyio.CancelScope() as drain:
             async with open_supervisor(lambda symbol: SymbolActor(symbol, deps), capacity) as supervisor:
                 async with anyio.create_task_group() as background:
                     background.start_soon(_follow_orders, broker, supervisor, config.prefetch, capacity)
+                    desk = OperatorDesk(supervisor, control, sync, store, exchange, deps.now)
+                    requests = RequestStore(store, leadership.lease.holder)
+                    background.start_soon(lambda: run_desk(requests, desk, lambda: leadership.listener.next(
+                        REQUESTS_CHANNEL)))  # fmt: skip
+                    sync.attach(supervisor, exchange)
                     if await unless_stopped(stop, lambda: _reconcile_at_startup(supervisor, store)):
                         state.reconciled = True
-                        sync.attach(supervisor, exchange)
                         _start_timers(background, config, supervisor, exchange)
                         log.info("ready to take signals")
                         await _take_signals(config, broker, store, exchange, supervisor, wakeup, stop, capacity)
@@ -257,8 +348,9 @@ async def run_trading(
                 drain.deadline = anyio.current_time() + config.drain_timeout_s
         if drain.cancelled_caught:
             log.warning("drain timed out; unacknowledged signals return to the queue")
-        await flush_outbox(store, publisher, ORDER_EVENTS_QUEUE, timeout_s=5.0)
+        await flush_outbox(store, publisher, timeout_s=5.0)
         events.cancel_scope.cancel()
+    controls.control = None
 
 
 async def _reconcile_at_startup(supervisor: Supervisor, store: PgStore) -> None:

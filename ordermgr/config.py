@@ -94,6 +94,10 @@ class Config:
     prefetch: int = 100
     drain_timeout_s: float = 10.0
     paper_seed: int = 0
+    leader_lease_s: float = 5.0
+    max_daily_loss: Decimal = Decimal(0)
+    halt_after_venue_errors: int = 20
+    halt_after_rejections: int = 10
 
     @property
     def is_paper(self) -> bool:
@@ -243,6 +247,10 @@ _VARS: tuple[_Var, ...] = (
     _Var("ORDERMANAGER_PREFETCH", "100", _int_between(1, 10000)),
     _Var("ORDERMANAGER_DRAIN_TIMEOUT", "10", _seconds()),
     _Var("ORDERMANAGER_PAPER_SEED", "0", _int_between(0, 2**31 - 1)),
+    _Var("ORDERMANAGER_LEADER_LEASE_SECONDS", "5", _decimal(Decimal(1), Decimal(60))),
+    _Var("ORDERMANAGER_MAX_DAILY_LOSS", "0", _decimal(Decimal(0))),
+    _Var("ORDERMANAGER_HALT_AFTER_VENUE_ERRORS", "20", _int_between(0, 1_000_000)),
+    _Var("ORDERMANAGER_HALT_AFTER_REJECTIONS", "10", _int_between(0, 1_000_000)),
 )
 
 
@@ -330,6 +338,10 @@ def load_config(env: Mapping[str, str]) -> Config:
         prefetch=v["ORDERMANAGER_PREFETCH"],
         drain_timeout_s=v["ORDERMANAGER_DRAIN_TIMEOUT"],
         paper_seed=v["ORDERMANAGER_PAPER_SEED"],
+        leader_lease_s=float(v["ORDERMANAGER_LEADER_LEASE_SECONDS"]),
+        max_daily_loss=v["ORDERMANAGER_MAX_DAILY_LOSS"],
+        halt_after_venue_errors=v["ORDERMANAGER_HALT_AFTER_VENUE_ERRORS"],
+        halt_after_rejections=v["ORDERMANAGER_HALT_AFTER_REJECTIONS"],
     )
 
 

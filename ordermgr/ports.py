@@ -6,7 +6,9 @@ import this module and ``ordermgr.domain``, never an adapter."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ParamSpec, Protocol, TypeVar
 
@@ -21,6 +23,7 @@ from ordermgr.domain.model import (
 )  # fmt: skip
 from ordermgr.domain.positions import Position
 from ordermgr.domain.signals import InvalidSignal
+from ordermgr.domain.trading import StateChange, TradingState, TradingStates
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -103,6 +106,14 @@ class Store(Protocol):
 
     async def order_by_link_id(self, order_link_id: str) -> OrderRecord | None: ...
 
+    async def order_by_key(self, key: str) -> OrderRecord | None:
+        """By our id, the venue's order id or the orderLinkId."""
+        ...
+
+    async def record_intents(self, orders: Sequence[OrderRecord]) -> None:
+        """Commit intents that belong to no signal (an operator's close), under the fence."""
+        ...
+
     async def adopt_order(self, order: OrderRecord) -> None: ...
 
     async def signal_for_link_key(self, link_key: str) -> str | None: ...
@@ -130,6 +141,26 @@ class Store(Protocol):
     async def unpublished_events(self, limit: int = 100) -> list[OutboxRow]: ...
 
     async def mark_published(self, seqs: Sequence[int]) -> None: ...
+
+
+class ControlStore(Protocol):
+    """The trading state's storage (contract §11.4). Changes are written under the leader's
+    fence (``Fenced`` when it no longer leads) and are safe to redo."""
+
+    async def trading_states(self) -> TradingStates: ...
+
+    async def change_trading_state(
+        self, change: StateChange, previous: TradingState, at: datetime, event: Mapping[str, Any],
+        request_id: uuid.UUID | None = None,
+    ) -> None:  # fmt: skip
+        """Record the change with its history row and its event (through the outbox)."""
+        ...
+
+    async def daily_baselines(self, day: date) -> Mapping[str, Decimal]: ...
+
+    async def keep_daily_baseline(self, day: date, asset: str, net_pnl: Decimal) -> Decimal:
+        """The asset's baseline for ``day``: the first one stored wins and is returned."""
+        ...
 
 
 async def until_stored(call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -30,7 +30,7 @@ from ordermgr.domain.model import (
 )  # fmt: skip
 from ordermgr.domain.positions import Position, apply_fill, unrealized_pnl
 from ordermgr.metrics import MetricsRecorder, SymbolMetrics
-from ordermgr.ports import until_stored
+from ordermgr.ports import Store, Venue, until_stored
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,17 @@ class SymbolBook:
         self.metrics = MetricsRecorder()
         self._last_fill_ms = 0  # venue time of the newest fill applied to the position
 
+    @property
+    def store(self) -> Store:
+        return self._deps.store
+
+    @property
+    def venue(self) -> Venue:
+        return self._deps.venue
+
+    def now(self) -> datetime:
+        return self._deps.now()
+
     async def load(self) -> None:
         store = self._deps.store
         for order in await until_stored(store.active_orders, self.symbol):
@@ -96,12 +107,14 @@ class SymbolBook:
         match outcome:
             case Accepted(order_id=order_id):
                 log.info("order acknowledged", extra={**context, "order_id": order_id})
+                self._deps.control.order_outcome(self.symbol, rejected=False)
                 await self._commit_once(record, orders.accept(_state(record), order_id), "placement", settle_signal)
             case Rejected() if outcome.is_credentials:
                 # Our configuration is wrong, not the order: keep the intent to send once fixed.
                 log.critical("venue refused our credentials; the order stays an intent",
                              extra={**context, "code": outcome.code, "reason": outcome.message})  # fmt: skip
             case Rejected(code=code, message=message):
+                self._deps.control.order_outcome(self.symbol, rejected=True, detail=f"{code} {message}")
                 await self.reject(record, f"{code}: {message}", settle_signal=settle_signal)
             case Unavailable(reason=reason):
                 await self.reject(record, f"venue_unavailable: {reason}", settle_signal=settle_signal)
@@ -163,9 +176,10 @@ class SymbolBook:
             await self._reload(record.order_link_id, exc)
             raise
         if position is not None:
-            self.position = position
+            before, self.position = self.position, position
             self._last_fill_ms = max(self._last_fill_ms, *(fill.venue_time_ms for fill in fills))
             self._deps.venue.invalidate_balance()
+            await self._deps.control.position_moved(self.symbol, self._net(before), self._net(position))
         for fill in fills:
             log.info("fill applied", extra={**record_context(record), "quantity": text(fill.quantity),
                                             "price": text(fill.price), "fee": text(fill.fee),
@@ -275,7 +289,11 @@ class SymbolBook:
             result += await self._sync_one(record, listed.get(record.order_link_id))
         return result + await self._expire()
 
-    async def _sync_one(self, record: OrderRecord, listed: VenueOrder | None) -> SyncResult:
+    async def sync_one(self, record: OrderRecord) -> SyncResult:
+        """Look one order up on the venue and merge what it says."""
+        return await self._sync_one(record, None)
+
+    async def _sync_one(self, record: OrderRecord, listed: VenueOrder | None, *, resend_unseen: bool = True) -> SyncResult:
         link_id = record.order_link_id
         try:
             update = listed or await self._deps.venue.find_order(self.symbol, link_id)
@@ -283,7 +301,7 @@ class SymbolBook:
             return SyncResult(errors=(f"{link_id}: lookup failed: {exc}",))
         if update is not None:
             return SyncResult(1, int(await self.apply(record, update, "sync")))
-        if record.status == "submitting":
+        if record.status == "submitting" and resend_unseen:
             return SyncResult(1, int(await self._unseen_intent(record)))
         return SyncResult(1, 0, (f"{link_id}: {record.status} here but unknown to the venue",))
 
@@ -308,14 +326,16 @@ class SymbolBook:
             result += await self.cancel(view.order_link_id)
         return result
 
-    async def cancel(self, order_link_id: str) -> SyncResult:
-        """Cancel one of our orders, then merge the venue's word on it (it may have filled)."""
+    async def cancel(self, order_link_id: str, *, resend_unseen: bool = True) -> SyncResult:
+        """Cancel one of our orders, then merge the venue's word on it (it may have filled).
+        ``resend_unseen``: an intent the venue turns out never to have received is sent again
+        (a sync's cancel) or left for reconciliation (an operator's cancel)."""
         outcome = await self._deps.venue.cancel_order(self.symbol, order_link_id)
         record = self.open.get(order_link_id)
         if record is None:
             return SyncResult()
         log.info("cancel requested", extra={**record_context(record), "outcome": type(outcome).__name__})
-        return await self._sync_one(record, None)
+        return await self._sync_one(record, None, resend_unseen=resend_unseen)
 
     async def adopt(self, update: VenueOrder, signal_id: str) -> bool:
         """Take in an order with our prefix that the venue has and we do not (lessons §2, §16)."""
@@ -334,6 +354,13 @@ class SymbolBook:
             await until_stored(self._deps.store.record_snapshot, self.position)
         except StaleWrite as exc:
             await self._reload_position(exc)
+        net = self._net(self.position)
+        await self._deps.control.position_moved(self.symbol, net, net)
+
+    def _net(self, position: Position) -> Decimal:
+        """Realized PnL (fees included) plus unrealized at the last price: the daily-loss figure."""
+        price = self.last_price or position.last_price
+        return position.realized_pnl + (unrealized_pnl(position, price) if price else Decimal(0))
 
     async def refresh_price(self) -> None:
         try:
@@ -354,6 +381,8 @@ class SymbolBook:
         log.error("position differs from the venue; taking the venue's", extra={
             "asset": self.symbol, "local_size": str(local.size), "venue_size": str(venue_size),
             "local_average_price": str(local.average_entry_price), "venue_average_price": str(venue_price)})  # fmt: skip
+        self._deps.control.position_mismatch(self.symbol, f"our position {local.size} at {local.average_entry_price}, "
+                                                          f"the venue's {venue_size} at {venue_price}")  # fmt: skip
         try:
             await until_stored(self._deps.store.record_discrepancy, local, adopted,
                                "adopted venue size and average price")  # fmt: skip

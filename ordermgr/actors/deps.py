@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import attrs
 
+from ordermgr.actors.control import AlwaysActive, TradingGate
 from ordermgr.domain.decision import DecisionSettings
 from ordermgr.domain.model import Instrument
 from ordermgr.ports import Store, Venue
@@ -43,4 +44,6 @@ class ActorDeps:
     # A signal older than this (0 = no limit) is rejected stale_signal, also while its order
     # waits for the rate-limit budget (contract §15).
     signal_max_age_s: float = 0.0
+    # The trading state to obey, and where rejections, mismatches and PnL are reported (§11).
+    control: TradingGate = attrs.field(factory=AlwaysActive)
     now: Callable[[], datetime] = lambda: datetime.now(UTC)

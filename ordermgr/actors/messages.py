@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import attrs
@@ -67,4 +68,37 @@ class GetState:
     reply: MemoryObjectSendStream[Any]
 
 
-ActorMessage = SignalReceived | OrderUpdate | SyncRequest | AdoptOrder | SnapshotTick | ValidatePosition | GetState
+@attrs.frozen
+class CancelOrder:
+    """An operator's cancel of one of our orders (contract §12); replies a CancelResult."""
+
+    order_link_id: str
+    reply: MemoryObjectSendStream[Any]
+
+
+@attrs.frozen
+class CancelAll:
+    """Cancel every open order of ours on the symbol; replies a CancelAllResult."""
+
+    reply: MemoryObjectSendStream[Any]
+
+
+@attrs.frozen
+class ClosePosition:
+    """Close the symbol's position for an operator request; replies a CloseResult."""
+
+    request_id: uuid.UUID
+    operator: str | None
+    reply: MemoryObjectSendStream[Any]
+
+
+@attrs.frozen
+class Nudge:
+    """Wakes an idle actor to look at its urgent messages (operator actions jump the queue)."""
+
+
+OperatorAction = CancelOrder | CancelAll | ClosePosition
+ActorMessage = (
+    SignalReceived | OrderUpdate | SyncRequest | AdoptOrder | SnapshotTick | ValidatePosition | GetState
+    | CancelOrder | CancelAll | ClosePosition | Nudge
+)  # fmt: skip

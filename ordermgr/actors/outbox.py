@@ -1,5 +1,6 @@
-"""The outbox publisher: sends committed order events to RabbitMQ with publisher confirms and
-marks them published. A broker outage delays events; none is lost (contract §4)."""
+"""The outbox publisher: sends committed events (order events, trading-state events) to their
+queues on RabbitMQ with publisher confirms and marks them published. A broker outage delays
+events; none is lost (contract §4, §11.5)."""
 
 from __future__ import annotations
 
@@ -28,26 +29,25 @@ class OutboxWakeup:
         self._event = anyio.Event()
 
 
-async def publish_pending(store: Store, publisher: EventPublisher, queue: str, *, batch: int = 200) -> int:
-    """Publish one batch of unpublished events in commit order; return how many were sent."""
+async def publish_pending(store: Store, publisher: EventPublisher, *, batch: int = 200) -> int:
+    """Publish one batch of unpublished events in commit order, each to its queue; return how
+    many were sent."""
     rows = await store.unpublished_events(batch)
     for row in rows:
         await publisher.publish(
-            queue, row.body, message_id=str(row.event_id), headers={"trace_id": row.trace_id or ""}
+            row.queue, row.body, message_id=str(row.event_id), headers={"trace_id": row.trace_id or ""}
         )
     if rows:
         await store.mark_published([row.seq for row in rows])
     return len(rows)
 
 
-async def run_outbox(
-    store: Store, publisher: EventPublisher, queue: str, wakeup: OutboxWakeup, *, poll_s: float = 1.0
-) -> None:
+async def run_outbox(store: Store, publisher: EventPublisher, wakeup: OutboxWakeup, *, poll_s: float = 1.0) -> None:
     """Publish until cancelled; events are at-least-once (``event_id`` lets consumers dedupe)."""
     failures = 0
     while True:
         try:
-            sent = await publish_pending(store, publisher, queue)
+            sent = await publish_pending(store, publisher)
             failures = 0
         except (BrokerUnavailable, StoreUnavailable) as exc:
             failures += 1
@@ -59,11 +59,11 @@ async def run_outbox(
             await wakeup.wait(poll_s)
 
 
-async def flush_outbox(store: Store, publisher: EventPublisher, queue: str, *, timeout_s: float) -> None:
+async def flush_outbox(store: Store, publisher: EventPublisher, *, timeout_s: float) -> None:
     """At shutdown: publish what is left, bounded in time; the rest leaves at the next start."""
     with anyio.move_on_after(timeout_s, shield=True):
         try:
-            while await publish_pending(store, publisher, queue):
+            while await publish_pending(store, publisher):
                 pass
         except (BrokerUnavailable, StoreUnavailable) as exc:
             log.warning("order events left in the outbox for the next start", extra={"error": str(exc)})

@@ -12,7 +12,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ordermgr.actors.messages import ActorMessage
+from ordermgr.actors.messages import ActorMessage, Nudge
 from ordermgr.actors.symbol import SymbolActor
 from ordermgr.metrics import SymbolMetrics
 
@@ -40,6 +40,17 @@ class Supervisor:
             log.info("symbol actor started", extra={"asset": symbol})
             mailbox = send
         return mailbox
+
+    async def route_urgent(self, symbol: str, message: ActorMessage) -> None:
+        """Hand ``message`` to ``symbol``'s actor ahead of its mailbox's queue (operator actions):
+        it is handled right after the message in hand. An idle actor is woken by a nudge; a full
+        mailbox means the actor is busy and will look before its next message anyway."""
+        mailbox = await self.ensure_actor(symbol)
+        self.actors[symbol].urgent.append(message)
+        try:
+            mailbox.send_nowait(Nudge())
+        except anyio.WouldBlock:
+            pass
 
     async def route(self, symbol: str, message: ActorMessage) -> None:
         """Hand ``message`` to ``symbol``'s actor. Mailboxes hold at least the broker's

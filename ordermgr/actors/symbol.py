@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, assert_never
@@ -20,13 +21,15 @@ import attrs
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ordermgr.domain import decision
+from ordermgr.domain import decision, trading
 
 from ordermgr import failpoints
+from ordermgr.actors import actions
 from ordermgr.actors.book import SymbolBook, SyncResult, open_view, record_context, request_of
 from ordermgr.actors.deps import ActorDeps
 from ordermgr.actors.messages import (
-    ActorMessage, AdoptOrder, GetState, OrderUpdate, SignalReceived, SnapshotTick, SyncRequest, ValidatePosition,
+    ActorMessage, AdoptOrder, CancelAll, CancelOrder, ClosePosition, GetState, Nudge, OrderUpdate, SignalReceived,
+    SnapshotTick, SyncRequest, ValidatePosition,
 )  # fmt: skip
 from ordermgr.domain.errors import VenueAuthError, VenueUnavailable
 from ordermgr.domain.events import order_event
@@ -60,6 +63,8 @@ class SymbolActor:
         self._deps = deps
         self.book = SymbolBook(symbol, deps)
         self.handled = 0
+        # Operator actions: handled before the next message of the mailbox, however long it is.
+        self.urgent: deque[ActorMessage] = deque()
 
     async def run(
         self, inbox: MemoryObjectReceiveStream[ActorMessage], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -69,12 +74,23 @@ class SymbolActor:
         task_status.started()
         async with inbox:
             async for message in inbox:
-                await self._handle(message)
-                self.handled += 1
+                while self.urgent:
+                    await self._handle(self.urgent.popleft())
+                if not isinstance(message, Nudge):
+                    await self._handle(message)
+                    self.handled += 1
         log.info("symbol actor drained", extra={"asset": self.symbol})
 
     async def _handle(self, message: ActorMessage) -> None:
         match message:
+            case CancelOrder(order_link_id=link, reply=reply):
+                _answer(reply, await actions.cancel_one(self.book, link))
+            case CancelAll(reply=reply):
+                _answer(reply, await actions.cancel_all(self.book))
+            case ClosePosition(request_id=request_id, operator=operator, reply=reply):
+                _answer(reply, await actions.close(self.book, request_id, operator))
+            case Nudge():
+                pass
             case SignalReceived():
                 await self._on_signal(message)
             case OrderUpdate():
@@ -197,8 +213,12 @@ class SymbolActor:
         stale = decision.stale(signal, self._deps.now(), self._deps.signal_max_age_s)
         if stale is not None:
             return await self._refuse(signal, attempt, stale, first_delivery_size)
+        admission = self._admission(signal)
+        if isinstance(admission, trading.Refused):
+            return await self._refuse(signal, attempt, _refusal(admission), first_delivery_size)
         market = await self._market_context(signal)
-        chosen = market if isinstance(market, decision.Refusal) else decision.plan(signal, market, self._deps.settings)
+        chosen = market if isinstance(market, decision.Refusal) else decision.plan(signal, market, self._deps.settings,
+                                                                                     admission)  # fmt: skip
         if isinstance(chosen, decision.Refusal):
             return await self._refuse(signal, attempt, chosen, first_delivery_size)
         cancels = not self._deps.dry_run and bool(self._opposite_orders(chosen.side))
@@ -232,6 +252,18 @@ class SymbolActor:
                                                   "details": dict(refusal.details)})  # fmt: skip
             self._deps.wake_outbox()
         return known
+
+    def _admission(self, signal: Signal) -> trading.Admission | trading.Refused:
+        """What the trading state allows this signal (contract §11.3), before any venue call: a
+        halted symbol costs the venue nothing. The reducing cap counts our open and in-flight
+        orders on the signal's side."""
+        state = self._deps.control.effective(self.symbol)
+        if state is trading.TradingState.ACTIVE:
+            return trading.FREE
+        position = Decimal(0) if self._deps.dry_run else self.book.position.size
+        same_side = sum((open_view(o).remaining for o in self.book.open.values() if o.side == signal.side.value),
+                        Decimal(0))  # fmt: skip
+        return trading.admit(state, signal.side, position, same_side)
 
     async def _market_context(self, signal: Signal) -> decision.MarketContext | decision.Refusal:
         """What the decision needs from the venue. Live trading without the venue's answers
@@ -328,6 +360,19 @@ class SymbolActor:
 
 
 # --- pure helpers -----------------------------------------------------------------------------
+
+
+def _answer(reply: Any, value: object) -> None:
+    """Reply to whoever asked; if they gave up meanwhile, the action stands all the same."""
+    with reply:
+        try:
+            reply.send_nowait(value)
+        except (anyio.BrokenResourceError, anyio.WouldBlock):
+            pass
+
+
+def _refusal(refused: trading.Refused) -> decision.Refusal:
+    return decision.Refusal(refused.code, refused.message, refused.details)
 
 
 def _intent(request: OrderRequest, signal: Signal, now: datetime, dry_run: bool) -> OrderRecord:

@@ -144,6 +144,7 @@ async def consume(
     stop = stop or anyio.Event()
     while not stop.is_set():
         connection = await broker.wait_connected()
+        channel: aiormq.abc.AbstractChannel | None = None
         try:
             channel = await connection.channel(publisher_confirms=False)
             await channel.basic_qos(prefetch_count=prefetch)
@@ -163,6 +164,20 @@ async def consume(
         except _AMQP_ERRORS as exc:
             log.error("consumer interrupted; resubscribing", extra={"queue": queue, "error": str(exc)})
             await anyio.sleep(0.5)
+        finally:
+            if channel is not None and not stop.is_set():
+                await _close_channel(channel)
+
+
+async def _close_channel(channel: aiormq.abc.AbstractChannel) -> None:
+    """A consumer cancelled from outside (this instance stopped leading) closes its channel at
+    once, so the broker hands the messages it had prefetched to the next consumer."""
+    if not channel.is_closed:
+        with anyio.move_on_after(2, shield=True):
+            try:
+                await channel.close()
+            except _AMQP_ERRORS:
+                pass
 
 
 async def _until_closed_or_stopped(channel: aiormq.abc.AbstractChannel, stop: anyio.Event) -> None:
@@ -187,7 +202,7 @@ def hand_over_to(send: MemoryObjectSendStream[Delivery]) -> Callable[[Delivery],
     async def hand_over(delivery: Delivery) -> None:
         try:
             send.send_nowait(delivery)
-        except (anyio.WouldBlock, anyio.ClosedResourceError):
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
             await delivery.requeue()
 
     return hand_over

@@ -47,7 +47,8 @@ def order_events_to(send: MemoryObjectSendStream[OrderEventDelivery]) -> Callabl
     async def hand_over(delivery: Delivery) -> None:
         try:
             send.send_nowait(OrderEventDelivery(order_of_event(delivery.body), delivery))
-        except (anyio.WouldBlock, anyio.ClosedResourceError):
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            # Full, or closing (the actors drain on a stop): the broker keeps it for later.
             await delivery.requeue()
 
     return hand_over

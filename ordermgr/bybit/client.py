@@ -21,6 +21,7 @@ from ordermgr.bybit.budget import BudgetTimeout, Permit, RateBudget
 from ordermgr.bybit.transport import PUBLIC_METHODS, Kind, PybitTransport, Reply, VenueFailure
 from ordermgr.domain.errors import VenueAuthError, VenueUnavailable
 from ordermgr.domain.model import Priority, RetryPolicy
+from ordermgr.domain.trading import ANSWERED, FAILED, NEITHER
 
 logger = logging.getLogger("ordermgr.bybit.exchange")
 
@@ -63,8 +64,11 @@ class BybitClient:
         sleep: Callable[[float], Awaitable[None]],
         rate_limit_wait_s: float,
         budget: RateBudget | None = None,
+        on_answer: Callable[[str, str], None] = lambda kind, detail: None,
     ) -> None:
         self._retry = retry
+        # Told of every answer: ANSWERED, FAILED or NEITHER (domain.trading), for the venue-error trigger.
+        self._on_answer = on_answer
         self._sleep = sleep
         self._rate_limit_wait_s = rate_limit_wait_s
         # The budget hands out worker slots; the limiter only bounds threads of abandoned reads.
@@ -202,11 +206,13 @@ class BybitClient:
                         limit=failure.limit, remaining=None if limited else failure.limit_remaining,
                         blocked_s=self._rate_limit_wait(failure, backoff_s) if limited else None)  # fmt: skip
             self._note_failure(method, failure)
+            self._on_answer(_ANSWER_KINDS[failure.kind], f"{method}: {failure}")
             raise
         except BaseException:
             permit.done()  # abandoned in flight: it may still reach the venue
             raise
         permit.done(self._counted_at(stamps, reply.time_ms), limit=reply.limit, remaining=reply.limit_remaining)
+        self._on_answer(ANSWERED, method)
         self._counters.last_success_at = time.time()
         if method not in PUBLIC_METHODS:
             self._counters.auth_error = None
@@ -244,6 +250,12 @@ class BybitClient:
             await self.server_time_ms()
         except VenueUnavailable as exc:
             logger.warning("Bybit clock sync failed, keeping offset %d ms: %s", self._offset_ms, exc)
+
+
+# What each failure means for the venue-error streak (contract §11.6): unknown and unavailable
+# answers are venue errors; a rejection is a certain answer; rate limits and clock drift are neither.
+_ANSWER_KINDS = {Kind.REJECTED: ANSWERED, Kind.AUTH: NEITHER, Kind.UNAVAILABLE: FAILED, Kind.RATE_LIMITED: NEITHER,
+                 Kind.CLOCK: NEITHER, Kind.UNKNOWN: FAILED}  # fmt: skip
 
 
 def auth_message(failure: VenueFailure) -> str:

@@ -63,7 +63,8 @@ class BybitExchange:
 
     ``rate_limit_wait_s`` (default ``timeout_s``) bounds how long one call waits for the
     rate-limit budget (``budget``: the account's, shared by every request; one of its own when
-    not given); ``sleep`` is used for retry backoff, so tests can pass a zero-delay sleep.
+    not given); ``sleep`` is used for retry backoff, so tests can pass a zero-delay sleep;
+    ``on_answer`` hears of every venue answer (``domain.trading`` ANSWERED / FAILED / NEITHER).
     """
 
     def __init__(
@@ -83,11 +84,13 @@ class BybitExchange:
         settle_coin: str = "USDT",
         rate_limit_wait_s: float | None = None,
         budget: RateBudget | None = None,
+        on_answer: Callable[[str, str], None] = lambda kind, detail: None,
     ) -> None:
         self._client = BybitClient(
             api_key=api_key, api_secret=api_secret, base_url=base_url, timeout_s=timeout_s,
             retry=retry, max_concurrency=max_concurrency, sleep=sleep,
             rate_limit_wait_s=timeout_s if rate_limit_wait_s is None else rate_limit_wait_s, budget=budget,
+            on_answer=on_answer,
         )
         self._category = category
         self._settle_coin = settle_coin

@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from ordermgr.domain.errors import StoreUnavailable
+from ordermgr.domain.model import ORDER_API_FIELDS
 
 Row = Mapping[str, Any]
 
@@ -29,11 +30,7 @@ SORT_FIELDS = ("created_at", "updated_at", "executed_at")
 SORT_ORDERS = ("desc", "asc")
 
 # The columns of an order as the API shows it (filled_value and venue_updated_ms are internal).
-ORDER_COLUMNS = (
-    "id", "order_id", "order_link_id", "signal_id", "asset", "category", "side", "order_type", "time_in_force",
-    "reduce_only", "status", "quantity", "price", "filled_quantity", "average_price", "fees", "rejection_reason",
-    "created_at", "updated_at", "executed_at", "trace_id", "is_dry_run",
-)  # fmt: skip
+ORDER_COLUMNS = ORDER_API_FIELDS
 POSITION_COLUMNS = (
     "asset", "mode", "size", "average_entry_price", "realized_pnl", "unrealized_pnl", "fees", "last_price",
     "last_updated",

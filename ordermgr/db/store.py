@@ -89,7 +89,7 @@ class PgStore:
 
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection for single statements; connection trouble → StoreUnavailable, a
         guarded write that must not apply → Fenced or StaleWrite."""
         try:
@@ -100,14 +100,14 @@ class PgStore:
         except psycopg.Error as exc:
             raise _refusal(exc) or exc
 
-    def _fence_params(self) -> dict[str, Any]:
+    def fence_params(self) -> dict[str, Any]:
         fence = self.fence
         return {"fence_holder": fence.holder if fence else None, "fence_epoch": fence.epoch if fence else None}
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """Several statements in one transaction (rare paths: snapshots, discrepancies)."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             try:
                 async with conn.transaction():
                     yield conn
@@ -120,7 +120,7 @@ class PgStore:
 
     async def begin_signal(self, signal: Signal, body_size: int, *, count_delivery: bool = True) -> SignalRecord:
         """Store the signal on its first delivery, count a repeat otherwise; tell what is known."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             cursor = await conn.execute(
                 f"WITH {_NEW_SIGNAL} SELECT status, attempts, deliveries, applies, same_payload FROM signal_row",
                 {**_new_signal_params(signal, body_size), "status": "received", "attempt": 0, "decision": None,
@@ -134,7 +134,7 @@ class PgStore:
     async def record_invalid(self, invalid: InvalidSignal, event: OrderEvent) -> None:
         """Store a message that is not a usable signal, with its reasons, and its answer."""
         details = [attrs.asdict(problem) for problem in invalid.problems]
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             await conn.execute(
                 f"""
                 WITH stored AS (
@@ -147,9 +147,9 @@ class PgStore:
                 SELECT 1
                 """,
                 {"signal_id": invalid.signal_id, "body_size": invalid.body_size, "asset": invalid.asset,
-                 "payload": _jsonb(invalid.payload) if invalid.payload is not None else None,
+                 "payload": jsonb(invalid.payload) if invalid.payload is not None else None,
                  "raw_text": None if invalid.payload is not None else invalid.raw_text, "code": invalid.code,
-                 "message": invalid.message, "details": _jsonb(details), "trace_id": invalid.trace_id,
+                 "message": invalid.message, "details": jsonb(details), "trace_id": invalid.trace_id,
                  "events": _events(event)},
             )  # fmt: skip
 
@@ -181,18 +181,18 @@ class PgStore:
             for order, (kind, sequence, amount, quantity) in zip(orders, allocations)
         ]  # fmt: skip
         params = {
-            "signal_id": signal.signal_id, "payload": _jsonb(signal.payload), "status": status, "attempt": attempt,
-            "decision": None if decision is None else _jsonb(decision), "code": code, "message": message,
-            "details": None if rejection is None else _jsonb(details), "count": 1,
-            "orders": _jsonb([attrs.asdict(order, recurse=False) for order in orders]),
-            "relationships": _jsonb(relationships), "events": _events(*events),
+            "signal_id": signal.signal_id, "payload": jsonb(signal.payload), "status": status, "attempt": attempt,
+            "decision": None if decision is None else jsonb(decision), "code": code, "message": message,
+            "details": None if rejection is None else jsonb(details), "count": 1,
+            "orders": jsonb([attrs.asdict(order, recurse=False) for order in orders]),
+            "relationships": jsonb(relationships), "events": _events(*events),
             "witness": orders[0].id if orders else events[0].event_id if events else None,
-            **self._fence_params(),
+            **self.fence_params(),
         }  # fmt: skip
         if first_delivery_size is not None:
             params.update(_new_signal_params(signal, first_delivery_size))
         statement = _RECORD_DECISION if first_delivery_size is None else _RECORD_NEW_DECISION
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             cursor = await conn.execute(statement, params)
             row = await cursor.fetchone()
         if row is None or row["applies"]:
@@ -225,17 +225,45 @@ class PgStore:
             "source": fill.source, "venue_time_ms": fill.venue_time_ms, "fill_id": fill.fill_id,
         } for fill in fills]  # fmt: skip
         write_id = order.last_write or uuid.uuid4()
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             await conn.execute(
                 _RECORD_ORDER,
-                {**attrs.asdict(order, recurse=False), "settle": settle_signal, "fills": _jsonb(fill_rows),
+                {**attrs.asdict(order, recurse=False), "settle": settle_signal, "fills": jsonb(fill_rows),
                  **self._position_params(position, write_id), "events": _events(*events),
-                 **self._fence_params()},
+                 **self.fence_params()},
             )  # fmt: skip
         self._wrote_position(position)
 
+    async def record_intents(self, orders: Sequence[OrderRecord]) -> None:
+        """Commit order intents that belong to no signal (an operator's close), under the fence;
+        a redo inserts nothing twice."""
+        async with self.connection() as conn:
+            await conn.execute(
+                f"""
+                WITH {FENCE_CTE}, intents AS (
+                    INSERT INTO orders ({_ORDER_COLUMNS})
+                    SELECT {_ORDER_COLUMNS} FROM jsonb_populate_recordset(NULL::orders, %(orders)s)
+                    WHERE (SELECT ok FROM fence)
+                    ON CONFLICT (order_link_id) DO NOTHING
+                )
+                SELECT (SELECT ok FROM fence)
+                """,
+                {"orders": jsonb([attrs.asdict(order, recurse=False) for order in orders]), **self.fence_params()},
+            )
+
+    async def order_by_key(self, key: str) -> OrderRecord | None:
+        """An order by our id, the venue's order id or its orderLinkId (as the API names them)."""
+        as_uuid = _uuid_or_none(key)
+        async with self.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = %s OR order_id = %s OR order_link_id = %s LIMIT 1",
+                (as_uuid, key, key),
+            )
+            row = await cursor.fetchone()
+        return _order(row) if row else None
+
     async def order_by_link_id(self, order_link_id: str) -> OrderRecord | None:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             cursor = await conn.execute(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_link_id = %s", (order_link_id,))
             row = await cursor.fetchone()
         return _order(row) if row else None
@@ -243,7 +271,7 @@ class PgStore:
     async def adopt_order(self, order: OrderRecord) -> None:
         """Record an order found on the venue with our prefix but unknown here (a crash between
         the venue call and the intent commit of an older version, or a lost database write)."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             await conn.execute(
                 f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({', '.join(['%s'] * len(_ORDER_FIELDS))})"
                 " ON CONFLICT (order_link_id) DO NOTHING",
@@ -251,21 +279,21 @@ class PgStore:
             )
 
     async def signal_for_link_key(self, link_key: str) -> str | None:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             cursor = await conn.execute("SELECT signal_id FROM signals WHERE link_key = %s LIMIT 1", (link_key,))
             row = await cursor.fetchone()
         return row["signal_id"] if row else None
 
     async def signal_payload(self, signal_id: str) -> dict[str, Any] | None:
         """The stored signal, for the ``signal`` part of later order events."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             cursor = await conn.execute("SELECT raw_payload FROM signals WHERE signal_id = %s", (signal_id,))
             row = await cursor.fetchone()
         return row["raw_payload"] if row else None
 
     async def fills(self, asset: str) -> list[FillRecord]:
         """Every fill of ``asset`` in the order the venue made them."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             cursor = await conn.execute(
                 "SELECT quantity, value, price, fee, source, venue_time_ms, side FROM order_fills"
                 " WHERE asset = %s ORDER BY venue_time_ms, id",
@@ -274,7 +302,7 @@ class PgStore:
             return [FillRecord(**row) for row in await cursor.fetchall()]
 
     async def last_fill_ms(self, asset: str) -> int:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             cursor = await conn.execute("SELECT max(venue_time_ms) AS t FROM order_fills WHERE asset = %s", (asset,))
             row = await cursor.fetchone()
         return int(row["t"]) if row and row["t"] is not None else 0
@@ -282,7 +310,7 @@ class PgStore:
     # --- positions -------------------------------------------------------------------------
 
     async def load_position(self, asset: str) -> Position | None:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             cursor = await conn.execute(
                 "SELECT asset, size, average_entry_price, realized_pnl, fees, last_price, version FROM positions"
                 " WHERE asset = %s AND mode = %s",
@@ -302,7 +330,7 @@ class PgStore:
 
     async def position_assets(self) -> list[str]:
         """Assets with a non-zero position: their actors start at boot (contract §1)."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             cursor = await conn.execute("SELECT asset FROM positions WHERE size <> 0 ORDER BY asset")
             return [row["asset"] for row in await cursor.fetchall()]
 
@@ -348,7 +376,7 @@ class PgStore:
         self._wrote_position(position)
 
     async def orders_for_signal(self, signal_id: str) -> list[OrderRecord]:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             cursor = await conn.execute(
                 f"SELECT {_ORDER_COLUMNS} FROM orders WHERE signal_id = %s ORDER BY order_link_id", (signal_id,)
             )
@@ -356,7 +384,7 @@ class PgStore:
 
     async def active_orders(self, asset: str | None = None) -> list[OrderRecord]:
         """Orders not yet final (submitting, pending, partially_filled), oldest first."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             cursor = await conn.execute(
                 f"SELECT {_ORDER_COLUMNS} FROM orders WHERE status IN ('submitting', 'pending', 'partially_filled')"
                 " AND (%s::text IS NULL OR asset = %s) ORDER BY created_at, order_link_id",
@@ -367,16 +395,17 @@ class PgStore:
     # --- outbox ----------------------------------------------------------------------------
 
     async def unpublished_events(self, limit: int = 100) -> list[OutboxRow]:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             cursor = await conn.execute(
-                "SELECT seq, event_id, trace_id, body::text AS body FROM order_events_outbox"
+                "SELECT seq, event_id, trace_id, body::text AS body, queue FROM order_events_outbox"
                 " WHERE published_at IS NULL ORDER BY seq LIMIT %s",
                 (limit,),
             )
-            return [OutboxRow(r["seq"], r["event_id"], r["trace_id"], r["body"].encode()) for r in await cursor.fetchall()]
+            return [OutboxRow(r["seq"], r["event_id"], r["trace_id"], r["body"].encode(), r["queue"])
+                    for r in await cursor.fetchall()]  # fmt: skip
 
     async def mark_published(self, seqs: Sequence[int]) -> None:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             await conn.execute("UPDATE order_events_outbox SET published_at = now() WHERE seq = ANY(%s)", (list(seqs),))
 
 
@@ -415,7 +444,7 @@ _UPSERT_POSITION = """
 """
 
 # Under a fence (this instance leads), the epoch must still hold a valid lease (contract §13.2).
-_FENCE = """fence AS (
+FENCE_CTE = """fence AS (
     SELECT ordermgr_require(
         %(fence_epoch)s::bigint IS NULL OR EXISTS (
             SELECT 1 FROM leader_lease WHERE name = 'trading' AND holder = %(fence_holder)s
@@ -475,7 +504,7 @@ _EVENTS_CTE = _outbox()
 def _decision_statement(signal_row: str) -> str:
     applies = "WHERE (SELECT applies FROM signal_row) AND (SELECT ok FROM fence)"
     return f"""
-    WITH {_FENCE}, {signal_row}, intents AS (
+    WITH {FENCE_CTE}, {signal_row}, intents AS (
         INSERT INTO orders ({_ORDER_COLUMNS})
         SELECT {_ORDER_COLUMNS} FROM jsonb_populate_recordset(NULL::orders, %(orders)s)
         {applies}
@@ -500,7 +529,7 @@ _RECORD_DECISION = _decision_statement(_DECIDED_SIGNAL)
 # and the events. The guard refuses the whole statement when the row or the position moved on
 # since they were read, or when the fence no longer leads: then nothing of it is written.
 _RECORD_ORDER = f"""
-WITH {_FENCE}, merged AS (
+WITH {FENCE_CTE}, merged AS (
     UPDATE orders SET order_id = %(order_id)s, status = %(status)s,
            filled_quantity = %(filled_quantity)s, filled_value = %(filled_value)s,
            average_price = %(average_price)s, fees = %(fees)s, executed_at = %(executed_at)s,
@@ -531,7 +560,7 @@ SELECT ordermgr_require(EXISTS (SELECT 1 FROM merged), 'OM002',
 
 def _new_signal_params(signal: Signal, body_size: int) -> dict[str, Any]:
     return {
-        "signal_id": signal.signal_id, "payload": _jsonb(signal.payload), "body_size": body_size,
+        "signal_id": signal.signal_id, "payload": jsonb(signal.payload), "body_size": body_size,
         "signal_type": signal.side.value.lower(), "asset": signal.asset, "amount": signal.amount,
         "confidence": signal.confidence, "signal_timestamp": signal.timestamp, "strategy_id": signal.strategy_id,
         "is_warmup": signal.is_warmup, "trace_id": signal.trace_id, "link_key": link_key(signal.signal_id),
@@ -557,7 +586,7 @@ def _unrealized(position: Position) -> Decimal:
 
 
 def _events(*events: OrderEvent) -> Jsonb:
-    return _jsonb([{"event_id": e.event_id, "event_type": e.event_type, "signal_id": e.signal_id,
+    return jsonb([{"event_id": e.event_id, "event_type": e.event_type, "signal_id": e.signal_id,
                     "order_uuid": e.order_uuid, "trace_id": e.trace_id, "body": e.body} for e in events])  # fmt: skip
 
 
@@ -577,9 +606,16 @@ def _refusal(exc: psycopg.Error) -> Fenced | StaleWrite | None:
 
 # --- rows --------------------------------------------------------------------------------
 
+def _uuid_or_none(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
 def _order(row: dict[str, Any]) -> OrderRecord:
     return OrderRecord(**row)
 
 
-def _jsonb(value: object) -> Jsonb:
+def jsonb(value: object) -> Jsonb:
     return Jsonb(value, dumps=lambda v: dumps(v).decode())

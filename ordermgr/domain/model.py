@@ -282,6 +282,14 @@ class OrderRecord:
     last_write: uuid.UUID | None = None  # made per write: a redo of the same write recognises itself
 
 
+# The order fields the API shows (``GET /api/v1/orders``, operator answers), in their order.
+ORDER_API_FIELDS = (
+    "id", "order_id", "order_link_id", "signal_id", "asset", "category", "side", "order_type", "time_in_force",
+    "reduce_only", "status", "quantity", "price", "filled_quantity", "average_price", "fees", "rejection_reason",
+    "created_at", "updated_at", "executed_at", "trace_id", "is_dry_run",
+)  # fmt: skip
+
+
 @attrs.frozen
 class SignalRecord:
     """What we already know of a signal id when it arrives (again)."""
@@ -315,6 +323,7 @@ class OutboxRow:
     event_id: uuid.UUID
     trace_id: str | None
     body: bytes
+    queue: str = "order-manager.order_events"  # order events; trading-state events go to their own
 
 
 @attrs.frozen

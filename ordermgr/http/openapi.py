@@ -295,6 +295,10 @@ SCHEMAS: dict[str, Any] = {
             name: {"type": "string", "enum": ["available", "unavailable"]}
             for name in ("database", "rabbitmq", "bybit_api", "ws_gateway")
         }),
+        "role": {"type": "string", "enum": ["leader", "standby"],
+                 "description": "only the leader trades; a standby takes over when it goes (contract §13)"},
+        "trading_state": {"type": "string", "enum": ["active", "reducing", "halted", "unknown"],
+                          "description": "the global trading state; unknown while the database cannot say"},
     }),
 }  # fmt: skip
 

@@ -33,6 +33,10 @@ class ServiceStatus(Protocol):
         """Ready to take signals: database and broker up, startup reconciliation done, not stopping."""
         ...
 
+    async def describe(self) -> Mapping[str, Any]:
+        """What else ``/ready`` shows: the instance's role and the global trading state."""
+        ...
+
 
 STATUS = web.AppKey("status", ServiceStatus)
 
@@ -81,6 +85,7 @@ async def ready(request: web.Request) -> web.Response:
         "status": "ready" if is_ready else "not_ready",
         "timestamp": now_iso(),
         "dependencies": {name: "available" if dependencies.get(name) else "unavailable" for name in DEPENDENCIES},
+        **await status.describe(),
     }
     return web.json_response(body, status=200 if is_ready else 503)
 

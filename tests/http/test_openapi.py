@@ -50,6 +50,9 @@ class AllUp:
     def is_ready(self, dependencies: Mapping[str, bool]) -> bool:
         return True
 
+    async def describe(self) -> Mapping[str, str]:
+        return {"role": "leader", "trading_state": "active"}
+
 
 def service_app(pool: AsyncConnectionPool[Any]) -> web.Application:
     """The parent app with the probes and the API mounted as app.py mounts it."""

@@ -1,0 +1,224 @@
+"""The operator desk (contract §12, §13.4): on the leader, carries out the operator requests that
+any instance recorded, each through the actors like every other change, and writes the outcome
+(an HTTP status and the answer's body) for the instance that took the request.
+
+Requests run concurrently (a halt never waits behind a slow close-all); what touches one symbol
+is still serialized by that symbol's actor, where operator actions jump the mailbox's queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+import anyio
+import attrs
+
+from ordermgr.actors import actions
+from ordermgr.actors.control import TradingControl
+from ordermgr.actors.messages import ActorMessage, CancelAll, CancelOrder, ClosePosition
+from ordermgr.actors.supervisor import Supervisor
+from ordermgr.actors.sync import SyncService
+from ordermgr.domain.errors import StoreUnavailable, SyncInProgress, UnknownAsset, VenueUnavailable
+from ordermgr.domain.model import ORDER_API_FIELDS, OrderRecord
+from ordermgr.domain.positions import Position, unrealized_pnl
+from ordermgr.domain.trading import OPERATOR_REASON, ScopeState, Source, StateChange, TradingState, TradingStates
+from ordermgr.ports import Store, Venue, until_stored
+
+log = logging.getLogger(__name__)
+
+Outcome = tuple[int, Any]  # HTTP status, JSON-ready body
+
+
+class Request(Protocol):
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+
+    @property
+    def operator(self) -> str | None: ...
+
+
+class RequestQueue(Protocol):
+    """The operator requests' storage, as the leader uses it (``db.requests.RequestStore``)."""
+
+    async def claim(self) -> Sequence[Request]: ...
+
+    async def finish(self, request_id: uuid.UUID, http_status: int, result: object) -> None: ...
+
+
+def error(http_status: int, code: str, message: str, **details: Any) -> Outcome:
+    """An outcome in the API's error shape (contract §6)."""
+    return http_status, {"error": message, "code": code, "details": details}
+
+
+@attrs.define
+class OperatorDesk:
+    supervisor: Supervisor
+    control: TradingControl
+    sync: SyncService
+    store: Store
+    venue: Venue
+    now: Callable[[], datetime]
+
+    async def carry_out(self, request: Request) -> Outcome:
+        handler = self._handlers().get(request.kind)
+        if handler is None:
+            return error(400, "unknown_request", f"no such operator request: {request.kind}")
+        log.info("operator request", extra={"request_id": str(request.id), "kind": request.kind,
+                                            "params": dict(request.params), "operator": request.operator})  # fmt: skip
+        try:
+            return await handler(request)
+        except UnknownAsset as exc:
+            return error(404, "unknown_asset", str(exc), asset=exc.asset)
+        except SyncInProgress:
+            return error(409, "sync_in_progress", "a sync is already running; try again when it ends")
+
+    def _handlers(self) -> dict[str, Callable[[Request], Awaitable[Outcome]]]:
+        return {"trading_state": self._trading_state, "cancel_order": self._cancel_order,
+                "cancel_all": self._cancel_all, "close_position": self._close_position, "close_all": self._close_all,
+                "sync": self._sync}  # fmt: skip
+
+    async def _trading_state(self, request: Request) -> Outcome:
+        params = request.params
+        change = StateChange(TradingState(params["state"]), params.get("asset"), params.get("reason") or OPERATOR_REASON,
+                             Source.OPERATOR, params.get("message"), request.operator)  # fmt: skip
+        return 200, trading_states_json(await self.control.change(change, request.id))
+
+    async def _cancel_order(self, request: Request) -> Outcome:
+        key = str(request.params["id"])
+        order = await until_stored(self.store.order_by_key, key)
+        if order is None:
+            return error(404, "not_found", f"no order with id, order_id or order_link_id {key!r}")
+        reply = await self._ask(order.asset, lambda send: CancelOrder(order.order_link_id, send))
+        result: actions.CancelResult = reply
+        if not result.was_open:
+            found = result.order or order
+            return error(409, "order_not_open", f"order {found.order_link_id} is already {found.status}",
+                         status=found.status, order_link_id=found.order_link_id)  # fmt: skip
+        assert result.order is not None
+        return 200, order_json(result.order)
+
+    async def _cancel_all(self, request: Request) -> Outcome:
+        asset = request.params.get("asset")
+        if asset is not None:
+            await self._require_listed(asset)
+            symbols = [asset]
+        else:
+            symbols = sorted({order.asset for order in await until_stored(self.store.active_orders)})
+        cancelled, failed = 0, []
+        for symbol, reply in (await self._ask_each(symbols, lambda send, _: CancelAll(send))).items():
+            result: actions.CancelAllResult = reply
+            cancelled += result.cancelled
+            failed += [{"order_link_id": link, "error": why, "asset": symbol} for link, why in result.failed]
+        return 200, {"cancelled": cancelled, "failed": failed, "timestamp": self.now()}
+
+    async def _close_position(self, request: Request) -> Outcome:
+        asset = str(request.params["asset"])
+        await self._require_listed(asset)
+        result = await self._ask(asset, lambda send: ClosePosition(request.id, request.operator, send))
+        return 200, close_json(result)
+
+    async def _close_all(self, request: Request) -> Outcome:
+        """Every asset with a position, on the venue or here (an unknown venue answer fails the
+        whole request rather than skip what it would have shown)."""
+        try:
+            held = {p.symbol for p in await self.venue.positions()}
+        except VenueUnavailable as exc:
+            return error(503, "venue_unavailable", f"the venue's positions are unknown: {exc}")
+        held |= set(await until_stored(self.store.position_assets))
+        replies = await self._ask_each(
+            sorted(held), lambda send, symbol: ClosePosition(uuid.uuid5(request.id, symbol), request.operator, send)
+        )
+        return 200, {"results": {symbol: close_json(result) for symbol, result in replies.items()},
+                     "timestamp": self.now()}  # fmt: skip
+
+    async def _sync(self, request: Request) -> Outcome:
+        report = await self.sync.sync(str(request.params.get("scope", "active")), request.params.get("asset"))
+        return 200, {**attrs.asdict(report), "errors": list(report.errors), "timestamp": self.now()}
+
+    async def _require_listed(self, asset: str) -> None:
+        if await self.sync.is_listed(asset) is False:
+            raise UnknownAsset(asset)
+
+    async def _ask(self, symbol: str, make: Callable[[Any], ActorMessage]) -> Any:
+        return (await self._ask_each([symbol], lambda send, _: make(send)))[symbol]
+
+    async def _ask_each(self, symbols: Sequence[str], make: Callable[[Any, str], ActorMessage]) -> dict[str, Any]:
+        """Ask every symbol's actor at once, ahead of its queue; gather the replies."""
+        replies: dict[str, Any] = {}
+
+        async def ask(symbol: str) -> None:
+            send, receive = anyio.create_memory_object_stream[Any](1)
+            await self.supervisor.route_urgent(symbol, make(send, symbol))
+            with receive:
+                replies[symbol] = await receive.receive()
+
+        async with anyio.create_task_group() as tg:
+            for symbol in symbols:
+                tg.start_soon(ask, symbol)
+        return {symbol: replies[symbol] for symbol in symbols}
+
+
+async def run_desk(queue: RequestQueue, desk: OperatorDesk, woken: Callable[[], anyio.Event], *,
+                   poll_s: float = 1.0) -> None:  # fmt: skip
+    """Carry out requests as they come (woken by NOTIFY, polling meanwhile), until cancelled."""
+    async with anyio.create_task_group() as tg:
+        while True:
+            wake = woken()
+            for request in await until_stored(queue.claim):
+                tg.start_soon(_carry_out, queue, desk, request)
+            with anyio.move_on_after(poll_s):
+                await wake.wait()
+
+
+async def _carry_out(queue: RequestQueue, desk: OperatorDesk, request: Request) -> None:
+    try:
+        status, body = await desk.carry_out(request)
+    except StoreUnavailable as exc:  # until_stored waits these out; only a read path may end here
+        status, body = error(503, "database_unavailable", str(exc))
+    log.info("operator request done", extra={"request_id": str(request.id), "kind": request.kind,
+                                             "http_status": status, "operator": request.operator})  # fmt: skip
+    await until_stored(queue.finish, request.id, status, body)
+
+
+# --- answers ------------------------------------------------------------------------------------
+
+
+def order_json(order: OrderRecord) -> dict[str, Any]:
+    return {field: getattr(order, field) for field in ORDER_API_FIELDS}
+
+
+def position_json(position: Position) -> dict[str, Any]:
+    price = position.last_price
+    return {"asset": position.asset, "size": position.size, "average_entry_price": position.average_entry_price,
+            "realized_pnl": position.realized_pnl, "fees": position.fees, "last_price": price,
+            "unrealized_pnl": unrealized_pnl(position, price) if price else Decimal(0)}  # fmt: skip
+
+
+def close_json(result: actions.CloseResult) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": result.status, "orders": [order_json(o) for o in result.orders],
+                            "position": position_json(result.position), "venue_size": result.venue_size}  # fmt: skip
+    if result.error:
+        body["error"] = result.error
+    return body
+
+
+def scope_json(state: ScopeState) -> dict[str, Any]:
+    return {"state": state.state.value, "reason": state.reason, "message": state.message,
+            "source": state.source.value if state.source else None, "operator": state.operator,
+            "since": state.since}  # fmt: skip
+
+
+def trading_states_json(states: TradingStates) -> dict[str, Any]:
+    return {"global": scope_json(states.global_state),
+            "assets": {asset: scope_json(state) for asset, state in sorted(states.assets.items())}}  # fmt: skip
