@@ -31,8 +31,10 @@ from ordermgr.metrics import MetricsSource, SymbolMetrics
 PATH = "/metrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A scrape never waits longer than this for the database: Prometheus's default scrape timeout is
-# 10 s, and a late answer would lose every other family along with the backlog.
-BACKLOG_TIMEOUT_S = 2.0
+# 10 s, and a late answer would lose every other family along with the backlog. The query bounds
+# itself (1 s for a connection, 1 s for the statement); this backstop is for a network that
+# froze mid-query, where no server-side timeout can answer.
+BACKLOG_TIMEOUT_S = 3.0
 ROLES = ("leader", "standby")
 TRADING_STATES = ("active", "reducing", "halted")
 GLOBAL_SCOPE = "global"
