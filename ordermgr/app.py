@@ -45,6 +45,7 @@ from ordermgr.domain.errors import StoreUnavailable, VenueAuthError, VenueUnavai
 from ordermgr.domain.model import Fence, Instrument
 from ordermgr.domain.trading import TriggerSettings
 from ordermgr.http.api import create_api
+from ordermgr.http.prometheus import ServiceSources
 from ordermgr.http.server import create_app, serve
 from ordermgr.leadership import STANDBY, Leadership, instance_id
 from ordermgr.metrics import metrics_log_fields, service_log_fields
@@ -212,9 +213,13 @@ async def run(
             await outer.start(listener.run)
             sync = SyncService(store)  # also the API's metrics source
             budget = RateBudget()  # the account's, for every venue request (contract §15)
-            api = create_api(queries=Queries(store.pool), api_key=config.api_key, sync=sync, metrics=sync, assets=sync,
-                             rate_limits=lambda: budget.figures().as_fields())  # fmt: skip
-            port = await outer.start(serve, create_app(state, api=api), http_host, config.port)
+            queries, rate_limits = Queries(store.pool), lambda: budget.figures().as_fields()
+            api = create_api(queries=queries, api_key=config.api_key, sync=sync, metrics=sync, assets=sync,
+                             rate_limits=rate_limits)  # fmt: skip
+            # Until leadership (§13) and trading controls (§11) exist: always the leader, always active.
+            scrape = ServiceSources(metrics=sync, queries=queries, rate_limits=rate_limits,
+                                    role=lambda: "leader", trading_states=lambda: {})  # fmt: skip
+            port = await outer.start(serve, create_app(state, api=api, scrape=scrape), http_host, config.port)
             if handle_signals:
                 outer.start_soon(watch_signals, stop)
             task_status.started(port)

@@ -2,10 +2,14 @@
 for the API and the periodic ``symbol_metrics`` log line (contract §10), and a service-wide
 aggregate. Counters are cumulative since the process started; ack latencies (signal received
 → venue acknowledgement) are kept for the most recent ``latency_window`` orders only, so memory
-stays bounded however long the service runs, and percentiles are computed on demand."""
+stays bounded however long the service runs, and percentiles are computed on demand. The same
+latencies are also counted into fixed buckets since start (a histogram for ``GET /metrics``:
+Prometheus derives rates and quantiles from cumulative buckets, not from a recent window)."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +21,20 @@ import attrs
 from ordermgr.domain.events import text
 
 DEFAULT_LATENCY_WINDOW = 1024
+# Upper bounds (seconds) of the ack-latency buckets: from a fast venue answer (~5 ms) to a signal
+# that waited long for the rate-limit budget (~30 s); anything slower lands in +Inf only.
+ACK_LATENCY_BUCKETS_S: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@attrs.frozen
+class LatencyHistogram:
+    """Cumulative since start, as Prometheus reads a histogram: ``cumulative[i]`` samples took
+    at most ``bounds[i]`` seconds; ``count`` (the +Inf bucket) and ``sum_s`` cover every sample."""
+
+    bounds: tuple[float, ...] = ACK_LATENCY_BUCKETS_S
+    cumulative: tuple[int, ...] = (0,) * len(ACK_LATENCY_BUCKETS_S)
+    count: int = 0
+    sum_s: float = 0.0
 
 
 @attrs.frozen
@@ -32,6 +50,8 @@ class SymbolMetrics:
     ack_latency_p99_ms: float | None = None
     position_size: Decimal = Decimal(0)  # signed, base units
     unrealized_pnl: Decimal = Decimal(0)  # quote currency
+    # For the Prometheus exposition only: metrics_fields leaves it out of the JSON API and the logs.
+    ack_latency_histogram: LatencyHistogram = LatencyHistogram()
 
 
 @attrs.frozen
@@ -66,6 +86,9 @@ class MetricsRecorder:
             raise ValueError("latency_window must be at least 1")
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self._latencies_ms: deque[float] = deque(maxlen=latency_window)
+        # One count per bucket, not cumulative, so a sample costs one increment; the last is +Inf.
+        self._in_bucket = [0] * (len(ACK_LATENCY_BUCKETS_S) + 1)
+        self._latency_sum_s = 0.0
 
     def signal_received(self) -> None:
         self._counts["signals_received"] += 1
@@ -88,8 +111,14 @@ class MetricsRecorder:
     def ack_latency(self, ms: float) -> None:
         """Record one signal-to-acknowledgement latency. A NaN is dropped; a negative value
         (wall clocks that stepped back) counts as 0 rather than skewing the low percentiles."""
-        if not math.isnan(ms):
-            self._latencies_ms.append(max(0.0, ms))
+        if math.isnan(ms):
+            return
+        ms = max(0.0, ms)
+        self._latencies_ms.append(ms)
+        seconds = ms / 1000
+        # bisect_left: a sample equal to a bound belongs to that bucket (Prometheus's ``le``).
+        self._in_bucket[bisect.bisect_left(ACK_LATENCY_BUCKETS_S, seconds)] += 1
+        self._latency_sum_s += seconds
 
     def snapshot(self, mailbox_depth: int, position_size: Decimal, unrealized_pnl: Decimal) -> SymbolMetrics:
         latencies = sorted(self._latencies_ms)
@@ -100,7 +129,12 @@ class MetricsRecorder:
             ack_latency_p99_ms=percentile(latencies, 99),
             position_size=position_size,
             unrealized_pnl=unrealized_pnl,
+            ack_latency_histogram=self._histogram(),
         )
+
+    def _histogram(self) -> LatencyHistogram:
+        cumulative = tuple(itertools.accumulate(self._in_bucket[:-1]))
+        return LatencyHistogram(ACK_LATENCY_BUCKETS_S, cumulative, sum(self._in_bucket), self._latency_sum_s)
 
 
 _COUNTERS = (
@@ -134,9 +168,13 @@ def _max(values: Iterable[float | None]) -> float | None:
     return max(present) if present else None
 
 
+_JSON_FIELDS = attrs.filters.exclude(attrs.fields(SymbolMetrics).ack_latency_histogram)
+
+
 def metrics_fields(metrics: SymbolMetrics | ServiceMetrics) -> dict[str, Any]:
-    """JSON-ready fields: Decimals as strings, latencies in ms rounded to the microsecond."""
-    fields = attrs.asdict(metrics)
+    """JSON-ready fields: Decimals as strings, latencies in ms rounded to the microsecond. The
+    latency histogram is left out: the JSON API and the log lines keep their shape."""
+    fields = attrs.asdict(metrics, filter=_JSON_FIELDS)
     for name, value in fields.items():
         if isinstance(value, Decimal):
             fields[name] = text(value)

@@ -9,6 +9,8 @@ from decimal import Decimal
 import pytest
 
 from ordermgr.metrics import (
+    ACK_LATENCY_BUCKETS_S,
+    LatencyHistogram,
     MetricsRecorder,
     ServiceMetrics,
     SymbolMetrics,
@@ -103,3 +105,51 @@ def test_log_fields_are_json_ready_with_decimals_as_strings() -> None:
     service = service_log_fields({"BTCUSDT": metrics})
     assert (service["symbols"], service["unrealized_pnl"], service["ack_latency_p99_ms_max"]) == (1, "-3.5", 2.0)
     assert metrics_fields(ServiceMetrics())["ack_latency_p50_ms_max"] is None
+
+
+def test_latencies_are_counted_into_cumulative_buckets_in_seconds() -> None:
+    recorder = MetricsRecorder()
+    # 3 ms and exactly 5 ms (a bound belongs to its own bucket), 7 ms, 1.2 s, and 45 s past the last bound.
+    for ms in (3.0, 5.0, 7.0, 1200.0, 45_000.0):
+        recorder.ack_latency(ms)
+    histogram = recorder.snapshot(0, ZERO, ZERO).ack_latency_histogram
+    by_bound = dict(zip(histogram.bounds, histogram.cumulative, strict=True))
+    assert histogram.bounds == ACK_LATENCY_BUCKETS_S
+    assert (by_bound[0.005], by_bound[0.01], by_bound[1.0], by_bound[2.5], by_bound[30.0]) == (2, 3, 3, 4, 4)
+    assert histogram.count == 5
+    assert histogram.sum_s == pytest.approx(46.215)
+
+
+def test_the_histogram_keeps_every_sample_since_start_while_percentiles_keep_the_window() -> None:
+    recorder = MetricsRecorder(latency_window=10)
+    for _ in range(1000):
+        recorder.ack_latency(40.0)
+    for _ in range(10):
+        recorder.ack_latency(2.0)
+    snapshot = recorder.snapshot(0, ZERO, ZERO)
+    assert snapshot.ack_latency_p99_ms == 2.0  # the window holds the last ten only
+    histogram = snapshot.ack_latency_histogram
+    assert (histogram.cumulative[0], histogram.cumulative[-1], histogram.count) == (10, 1010, 1010)
+    assert histogram.sum_s == pytest.approx(1000 * 0.040 + 10 * 0.002)
+
+
+def test_the_histogram_drops_a_nan_and_counts_a_negative_latency_as_zero() -> None:
+    recorder = MetricsRecorder()
+    recorder.ack_latency(float("nan"))
+    recorder.ack_latency(-3.0)
+    histogram = recorder.snapshot(0, ZERO, ZERO).ack_latency_histogram
+    assert (histogram.cumulative[0], histogram.count, histogram.sum_s) == (1, 1, 0.0)
+
+
+def test_an_empty_histogram_has_every_bucket_at_zero() -> None:
+    histogram = MetricsRecorder().snapshot(0, ZERO, ZERO).ack_latency_histogram
+    assert histogram == LatencyHistogram()
+    assert histogram.cumulative == (0,) * len(ACK_LATENCY_BUCKETS_S) and histogram.count == 0
+
+
+def test_the_histogram_stays_out_of_the_json_fields() -> None:
+    recorder = MetricsRecorder()
+    recorder.ack_latency(12.0)
+    fields = metrics_fields(recorder.snapshot(0, ZERO, ZERO))
+    assert "ack_latency_histogram" not in fields
+    assert fields["ack_latency_p50_ms"] == 12.0

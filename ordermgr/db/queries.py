@@ -102,11 +102,13 @@ class Queries:
         self._begin = _BEGIN_READ.format(ms=int(statement_timeout_ms))
 
     @asynccontextmanager
-    async def _snapshot(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """One read-only, consistent snapshot on a pooled connection."""
+    async def _snapshot(self, timeout_s: float | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """One read-only, consistent snapshot on a pooled connection. ``timeout_s`` bounds both
+        the wait for a connection and the statements (default: the pool's and the constructor's)."""
+        begin = self._begin if timeout_s is None else _BEGIN_READ.format(ms=int(timeout_s * 1000))
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute(self._begin)
+            async with self._pool.connection(timeout=timeout_s) as conn, conn.transaction():
+                await conn.execute(begin)
                 yield conn
         except psycopg.OperationalError as exc:  # includes PoolTimeout and statement timeouts
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
@@ -137,6 +139,17 @@ class Queries:
     async def position(self, asset: str) -> Row | None:
         async with self._snapshot() as conn:
             return await _position(conn, asset)
+
+    async def outbox_backlog(self, timeout_s: float = 1.0) -> int:
+        """Order events written but not yet published. Bounded to ``timeout_s`` (a scrape must not
+        wait on the pool's longer default); the count walks the outbox's partial index of exactly
+        these rows, so it stays cheap while the broker is away and the backlog grows."""
+        try:
+            async with self._snapshot(timeout_s) as conn:
+                row = await _one(conn, _OUTBOX_BACKLOG_SQL, ())
+        except psycopg.Error as exc:  # e.g. no table yet: scraped before the migrations ran
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        return int(row["backlog"]) if row else 0
 
     async def signal_lineage(self, signal_id: str) -> Lineage | None:
         async with self._snapshot() as conn:
@@ -219,6 +232,8 @@ _EVENTS_SQL = """
     SELECT event_id, event_type, order_uuid, trace_id, created_at, published_at
     FROM order_events_outbox WHERE signal_id = %s ORDER BY seq
 """
+
+_OUTBOX_BACKLOG_SQL = "SELECT count(*) AS backlog FROM order_events_outbox WHERE published_at IS NULL"
 
 # Every execution of the orders, as the merge applied it to the position (order_fills: one row
 # per increase of cumExecQty, whichever path saw it first).

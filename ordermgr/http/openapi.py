@@ -397,6 +397,16 @@ def _probes() -> dict[str, Any]:
                 "503": _json("database or broker down, reconciliation pending, or stopping", _ref("Readiness")),
             },
         }},
+        "/metrics": {"get": {
+            "operationId": "metrics", "summary": "Prometheus metrics (text format 0.0.4)", **_PROBE,
+            "description": "Per-asset counters, gauges and the ack-latency histogram, role, trading state, outbox "
+                           "backlog (absent while the database cannot be read), the rate-limit budget and the "
+                           "process's CPU, memory and file descriptors. Always 200, whatever the dependencies.",
+            "responses": {"200": {
+                "description": "the exposition (`text/plain; version=0.0.4; charset=utf-8`)",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }},
+        }},
     }  # fmt: skip
     return paths
 
@@ -455,7 +465,7 @@ def build_document() -> dict[str, Any]:
         "servers": [{"url": "/", "description": "the service's HTTP port (ORDER_MANAGER_PORT)"}],
         "security": [{"ApiKey": []}],
         "tags": [{"name": "api", "description": "query API (X-API-Key)"},
-                 {"name": "probes", "description": "health probes (no key)"}],
+                 {"name": "probes", "description": "health probes and Prometheus metrics (no key)"}],
         "paths": {**_probes(), **_api_paths()},
         "components": {
             "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},

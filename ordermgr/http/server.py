@@ -1,4 +1,4 @@
-"""The aiohttp server: probes (open) and the REST API under ``/api/`` (X-API-Key).
+"""The aiohttp server: probes and ``/metrics`` (open), and the REST API under ``/api/`` (X-API-Key).
 
 Handlers never mutate state: aiohttp may cancel a handler when its client disconnects.
 """
@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from anyio.abc import TaskStatus
 
+from ordermgr.http.prometheus import ScrapeSources, metrics_route
 from ordermgr.http.protocol import HEAD_TIMEOUT_S, SafeRunner, hide_server_version
 
 log = logging.getLogger(__name__)
@@ -90,12 +91,17 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if is_ready else 503)
 
 
-def create_app(status: ServiceStatus, *, api: web.Application | None = None) -> web.Application:
-    """The probes, and the REST API (``ordermgr.http.api``) mounted under ``/api``."""
+def create_app(
+    status: ServiceStatus, *, api: web.Application | None = None, scrape: ScrapeSources | None = None
+) -> web.Application:
+    """The probes, ``GET /metrics`` (``ordermgr.http.prometheus``) when ``scrape`` is given, and the
+    REST API (``ordermgr.http.api``) mounted under ``/api``."""
     app = web.Application(middlewares=[http_errors])
     app.on_response_prepare.append(hide_server_version)
     app[STATUS] = status
     app.add_routes([web.get("/health", health), web.get("/live", health), web.get("/ready", ready)])
+    if scrape is not None:
+        app.add_routes([metrics_route(scrape)])
     if api is not None:
         app.add_subapp("/api", api)
     return app

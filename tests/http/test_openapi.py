@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from ordermgr.db.queries import Queries
 from ordermgr.http.api import create_api
 from ordermgr.http.openapi import build_document
+from ordermgr.http.prometheus import ServiceSources
 from ordermgr.http.server import create_app, serve
 from ordermgr.metrics import SymbolMetrics
 from tests.http.test_api import (
@@ -55,12 +56,14 @@ class AllUp:
 
 
 def service_app(pool: AsyncConnectionPool[Any]) -> web.Application:
-    """The parent app with the probes and the API mounted as app.py mounts it."""
+    """The parent app with the probes, /metrics and the API mounted as app.py mounts them."""
     sync = FakeSync()
     budget = busy_budget()
-    api = create_api(queries=Queries(pool), api_key=KEY, sync=sync, metrics=METRICS, assets=sync,
-                     rate_limits=lambda: budget.figures().as_fields())  # fmt: skip
-    return create_app(AllUp(), api=api)
+    queries, rate_limits = Queries(pool), lambda: budget.figures().as_fields()
+    api = create_api(queries=queries, api_key=KEY, sync=sync, metrics=METRICS, assets=sync, rate_limits=rate_limits)
+    scrape = ServiceSources(metrics=METRICS, queries=queries, rate_limits=rate_limits, role=lambda: "leader",
+                            trading_states=dict)  # fmt: skip
+    return create_app(AllUp(), api=api, scrape=scrape)
 
 
 # --- the document itself --------------------------------------------------------------------
