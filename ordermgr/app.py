@@ -43,7 +43,7 @@ from ordermgr.db.store import PgStore
 from ordermgr.domain.decision import DecisionSettings
 from ordermgr.domain.errors import StoreUnavailable, VenueAuthError, VenueUnavailable
 from ordermgr.domain.model import Fence, Instrument
-from ordermgr.domain.trading import TriggerSettings
+from ordermgr.domain.trading import GLOBAL, TradingStates, TriggerSettings
 from ordermgr.http.api import create_api
 from ordermgr.http.prometheus import ServiceSources
 from ordermgr.http.server import create_app, serve
@@ -216,10 +216,11 @@ async def run(
             queries, rate_limits = Queries(store.pool), lambda: budget.figures().as_fields()
             api = create_api(queries=queries, api_key=config.api_key, sync=sync, metrics=sync, assets=sync,
                              rate_limits=rate_limits)  # fmt: skip
-            # Until leadership (§13) and trading controls (§11) exist: always the leader, always active.
+            controls = _Controls()
             scrape = ServiceSources(metrics=sync, queries=queries, rate_limits=rate_limits,
-                                    role=lambda: "leader", trading_states=lambda: {})  # fmt: skip
+                                    role=lambda: leadership.role, trading_states=controls.by_scope)  # fmt: skip
             port = await outer.start(serve, create_app(state, api=api, scrape=scrape), http_host, config.port)
+            outer.start_soon(controls.follow_stored, ControlStore(store))
             if handle_signals:
                 outer.start_soon(watch_signals, stop)
             task_status.started(port)
@@ -228,7 +229,6 @@ async def run(
                 venue = PaperVenue(_paper_config(config))
                 base_url = await outer.start(venue.run)
             assert base_url is not None
-            controls = _Controls()
             exchange = BybitExchange(
                 api_key=config.bybit_api_key, api_secret=config.bybit_api_secret, base_url=base_url,
                 timeout_s=config.order_execution_timeout_s, retry=config.retry, budget=budget,
@@ -256,14 +256,29 @@ def _fence(store: PgStore, fence: Fence | None) -> None:
 
 
 class _Controls:
-    """The leader's trading control, once there is one: the venue's answers go to its trigger."""
+    """The leader's trading control, once there is one: the venue's answers go to its trigger.
+    Without one (a standby), the trading state as last read from the database."""
 
     def __init__(self) -> None:
         self.control: TradingControl | None = None
+        self.stored = TradingStates()
 
     def venue_answer(self, kind: str, detail: str) -> None:
         if self.control is not None:
             self.control.venue_answer(kind, detail)
+
+    def by_scope(self) -> dict[str, str]:
+        """Every scope's state now (for /metrics): the leader's own view, else the stored one."""
+        states = self.control.states if self.control is not None else self.stored
+        return {GLOBAL: states.global_state.state.value, **{a: s.state.value for a, s in states.assets.items()}}
+
+    async def follow_stored(self, store: ControlStore, every_s: float = 5.0) -> None:
+        while True:
+            try:
+                self.stored = await store.trading_states()
+            except StoreUnavailable:
+                pass  # keep the last one read
+            await anyio.sleep(every_s)
 
 
 @attrs.define

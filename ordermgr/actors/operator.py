@@ -12,7 +12,6 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Protocol
 
 import anyio
@@ -24,9 +23,8 @@ from ordermgr.actors.messages import ActorMessage, CancelAll, CancelOrder, Close
 from ordermgr.actors.supervisor import Supervisor
 from ordermgr.actors.sync import SyncService
 from ordermgr.domain.errors import StoreUnavailable, SyncInProgress, UnknownAsset, VenueUnavailable
-from ordermgr.domain.model import ORDER_API_FIELDS, OrderRecord
-from ordermgr.domain.positions import Position, unrealized_pnl
-from ordermgr.domain.trading import OPERATOR_REASON, ScopeState, Source, StateChange, TradingState, TradingStates
+from ordermgr.domain.trading import OPERATOR_REASON, Source, StateChange, TradingState
+from ordermgr.domain.views import close_json, order_json, trading_states_json
 from ordermgr.ports import Store, Venue, until_stored
 
 log = logging.getLogger(__name__)
@@ -126,7 +124,7 @@ class OperatorDesk:
         asset = str(request.params["asset"])
         await self._require_listed(asset)
         result = await self._ask(asset, lambda send: ClosePosition(request.id, request.operator, send))
-        return 200, close_json(result)
+        return 200, _close(result)
 
     async def _close_all(self, request: Request) -> Outcome:
         """Every asset with a position, on the venue or here (an unknown venue answer fails the
@@ -139,7 +137,7 @@ class OperatorDesk:
         replies = await self._ask_each(
             sorted(held), lambda send, symbol: ClosePosition(uuid.uuid5(request.id, symbol), request.operator, send)
         )
-        return 200, {"results": {symbol: close_json(result) for symbol, result in replies.items()},
+        return 200, {"results": {symbol: _close(result) for symbol, result in replies.items()},
                      "timestamp": self.now()}  # fmt: skip
 
     async def _sync(self, request: Request) -> Outcome:
@@ -191,34 +189,5 @@ async def _carry_out(queue: RequestQueue, desk: OperatorDesk, request: Request) 
     await until_stored(queue.finish, request.id, status, body)
 
 
-# --- answers ------------------------------------------------------------------------------------
-
-
-def order_json(order: OrderRecord) -> dict[str, Any]:
-    return {field: getattr(order, field) for field in ORDER_API_FIELDS}
-
-
-def position_json(position: Position) -> dict[str, Any]:
-    price = position.last_price
-    return {"asset": position.asset, "size": position.size, "average_entry_price": position.average_entry_price,
-            "realized_pnl": position.realized_pnl, "fees": position.fees, "last_price": price,
-            "unrealized_pnl": unrealized_pnl(position, price) if price else Decimal(0)}  # fmt: skip
-
-
-def close_json(result: actions.CloseResult) -> dict[str, Any]:
-    body: dict[str, Any] = {"status": result.status, "orders": [order_json(o) for o in result.orders],
-                            "position": position_json(result.position), "venue_size": result.venue_size}  # fmt: skip
-    if result.error:
-        body["error"] = result.error
-    return body
-
-
-def scope_json(state: ScopeState) -> dict[str, Any]:
-    return {"state": state.state.value, "reason": state.reason, "message": state.message,
-            "source": state.source.value if state.source else None, "operator": state.operator,
-            "since": state.since}  # fmt: skip
-
-
-def trading_states_json(states: TradingStates) -> dict[str, Any]:
-    return {"global": scope_json(states.global_state),
-            "assets": {asset: scope_json(state) for asset, state in sorted(states.assets.items())}}  # fmt: skip
+def _close(result: actions.CloseResult) -> dict[str, Any]:
+    return close_json(result.status, result.orders, result.position, result.venue_size, result.error)

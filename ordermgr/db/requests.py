@@ -9,9 +9,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
+import anyio
 import attrs
 
+from ordermgr.db.controls import ControlStore
+from ordermgr.db.lease import LeaseStore
+from ordermgr.db.listen import Listener, notified_or_timeout
 from ordermgr.db.store import FENCE_CTE, PgStore, jsonb
+from ordermgr.domain.errors import NoLeader
+from ordermgr.domain.trading import TradingStates
 
 REQUESTS_CHANNEL: Final = "ordermgr_operator_requests"  # a request came: wakes the leader
 OUTCOMES_CHANNEL: Final = "ordermgr_operator_outcomes"  # a request finished: wakes whoever waits on it
@@ -117,3 +123,37 @@ class RequestStore:
             await conn.execute(_FINISH, {"id": request_id, "status": status, "http_status": http_status,
                                          "result": jsonb(result), "channel": OUTCOMES_CHANNEL,
                                          **self._store.fence_params()})  # fmt: skip
+
+
+class OperatorGateway:
+    """What the API of any instance needs for the writes of contract §13.4: record a request,
+    wake the leader and wait (bounded) for its outcome; read a request back; read the state."""
+
+    def __init__(self, requests: RequestStore, lease: LeaseStore, listener: Listener, controls: ControlStore) -> None:
+        self._requests = requests
+        self._lease = lease
+        self._listener = listener
+        self._controls = controls
+
+    async def submit_and_wait(
+        self, kind: str, params: Mapping[str, Any], operator: str | None, *, wait_s: float = 10.0
+    ) -> OperatorRequest:
+        """The request as it stands when it finished or ``wait_s`` passed. Raises NoLeader when no
+        instance leads (nothing is recorded then), StoreUnavailable when the database is down."""
+        if await self._lease.current() is None:
+            raise NoLeader("no instance leads right now; try again in a few seconds")
+        request_id = await self._requests.submit(kind, params, operator)
+        deadline = anyio.current_time() + wait_s
+        while True:
+            woken = self._listener.next(OUTCOMES_CHANNEL)
+            request = await self._requests.get(request_id)
+            left = deadline - anyio.current_time()
+            if request is not None and (request.finished or left <= 0):
+                return request
+            await notified_or_timeout(woken, min(0.25, max(left, 0.0)))
+
+    async def request(self, request_id: uuid.UUID) -> OperatorRequest | None:
+        return await self._requests.get(request_id)
+
+    async def trading_states(self) -> TradingStates:
+        return await self._controls.trading_states()

@@ -47,3 +47,7 @@ class Fenced(OrderManagerError):
 class StaleWrite(OrderManagerError):
     """A write expected a row (an order, a position) as it was read, and the database holds a
     newer version: our copy is stale. Nothing was written; reload and decide again."""
+
+
+class NoLeader(OrderManagerError):
+    """No instance holds the leader lease: an operator request cannot be carried out (503)."""
