@@ -100,7 +100,7 @@ class ServiceState:
         try:
             with anyio.fail_after(1.0):
                 state = (await ControlStore(self.store).trading_states()).global_state.state.value
-        except (StoreUnavailable, TimeoutError):
+        except (StoreUnavailable, TimeoutError, psycopg.Error):  # down, or not migrated yet
             state = "unknown"
         return {"role": self.role(), "trading_state": state}
 
@@ -220,7 +220,6 @@ async def run(
             scrape = ServiceSources(metrics=sync, queries=queries, rate_limits=rate_limits,
                                     role=lambda: leadership.role, trading_states=controls.by_scope)  # fmt: skip
             port = await outer.start(serve, create_app(state, api=api, scrape=scrape), http_host, config.port)
-            outer.start_soon(controls.follow_stored, ControlStore(store))
             if handle_signals:
                 outer.start_soon(watch_signals, stop)
             task_status.started(port)
@@ -241,6 +240,7 @@ async def run(
             try:
                 if await unless_stopped(stop, lambda: migrate_until_done(config)):
                     state.migrated = True
+                    outer.start_soon(controls.follow_stored, ControlStore(store))
                     roles = _Roles(config, store, broker, exchange, state, stop, sync, leadership, controls)
                     await roles.run()
             finally:

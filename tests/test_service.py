@@ -140,7 +140,8 @@ async def test_ready_follows_the_database_without_a_restart(test_database: str) 
 
 
 def _service_env(**overrides: str) -> dict[str, str]:
-    return support.child_environment(**{"ORDER_MANAGER_PORT": "4633", **overrides})
+    # A free port, not a fixed one: another suite on the machine may run this very test now.
+    return support.child_environment(**{"ORDER_MANAGER_PORT": str(support.free_port()), **overrides})
 
 
 async def test_sigterm_drains_and_exits_zero_within_five_seconds(test_database: str, tmp_path: object) -> None:
