@@ -62,7 +62,7 @@ class Leadership:
 
     async def wait_for_lease(self) -> Fence:
         """Stand by until the lease is ours."""
-        failures = 0
+        failures, announced = 0, False
         while True:
             woken = self.listener.next(LEADER_CHANNEL)
             sent = anyio.current_time()
@@ -76,6 +76,10 @@ class Leadership:
             if fence is not None:
                 self._valid_until = sent + self.ttl_s - self._margin_s
                 return fence
+            if not announced and failures == 0:
+                leader = await self._current_leader()
+                log.info("standing by", extra={"leader": leader})
+                announced = True
             await notified_or_timeout(woken, self.poll_s)
 
     async def lead(self, fence: Fence, work: Callable[[], Awaitable[None]]) -> bool:
@@ -96,6 +100,7 @@ class Leadership:
 
                 tg.start_soon(keep)
                 await work()
+                log.info("trading stopped; giving the lease back", extra={"epoch": fence.epoch})
                 tg.cancel_scope.cancel()
         except* Fenced as group:  # a guarded write found the epoch deposed before the renewal did
             lost = True
@@ -127,6 +132,13 @@ class Leadership:
                 except StoreUnavailable as exc:
                     log.error("leader lease not renewed: database unavailable", extra={"error": str(exc)})
             await anyio.sleep(max(0.0, min(self._renew_every_s, self._valid_until - anyio.current_time())))
+
+    async def _current_leader(self) -> str | None:
+        try:
+            leader = await self.lease.current()
+        except StoreUnavailable:
+            return None
+        return leader.holder if leader else None
 
     async def _release(self, fence: Fence) -> None:
         try:

@@ -137,13 +137,14 @@ class Daemon:
     """``python -m ordermgr`` as a child process; its JSON log lines are collected so a test
     can wait for one instead of sleeping."""
 
-    def __init__(self, env: Mapping[str, str], cwd: str) -> None:
+    def __init__(self, env: Mapping[str, str], cwd: str, on_change: Callable[[], None] = lambda: None) -> None:
         # A free port, not a fixed one: another suite on this machine may run a daemon too.
         self._env = support.child_environment(**{"ORDER_MANAGER_PORT": str(support.free_port()), **env})
         self._cwd = cwd
         self.lines: list[dict[str, Any]] = []
         self.returncode: int | None = None
         self._changed = anyio.Event()
+        self._on_change = on_change  # also told of every new line and the exit (several daemons' waiters)
         self._process: anyio.abc.Process | None = None
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -159,8 +160,10 @@ class Daemon:
                 for line in complete:
                     self.lines.append(json.loads(line) if line.startswith(b"{") else {"message": line.decode()})
                 self._changed.set()
+                self._on_change()
             self.returncode = await process.wait()
             self._changed.set()
+            self._on_change()
 
     def count(self, message: str, **fields: object) -> int:
         return sum(1 for line in self.lines if line.get("message") == message and

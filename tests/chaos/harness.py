@@ -49,6 +49,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ordermgr.amqp.broker import ORDER_EVENTS_QUEUE, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE
+from ordermgr.domain.decision import link_key, link_key_of
 from ordermgr.paper import Faults, PaperVenue
 from tests import support
 from tests.service import Daemon, QueueReader, paper_venue, reset_queues
@@ -285,6 +286,7 @@ class ChaosWorld:
         self._publishing_done = anyio.Event()
         self.phases: dict[str, float] = {}  # seconds since the world was built, per milestone
         self._walk_scope: anyio.CancelScope | None = None
+        self._changed = anyio.Event()  # any daemon logged a line or exited
 
     def mark(self, phase: str) -> None:
         self.phases[phase] = round(time.monotonic() - self.started, 2)
@@ -302,13 +304,40 @@ class ChaosWorld:
         self.mark(f"daemon {len(self.daemons)} ready")
         return daemon
 
-    async def spawn_daemon(self) -> Daemon:
+    async def spawn_daemon(self, **env_overrides: str) -> Daemon:
         """Start a daemon; return at once."""
-        daemon = Daemon(self.env, str(self.log_dir))
+        daemon = Daemon({**self.env, **env_overrides}, str(self.log_dir), on_change=self._notify)
         self.daemons.append(daemon)
         self._scanned.append(0)
         await self.tg.start(daemon.run)
         return daemon
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool], *, timeout_s: float = 60.0, what: str = "") -> None:
+        """Until ``predicate()`` holds; looked at whenever any daemon logs a line or exits."""
+        try:
+            with anyio.fail_after(timeout_s):
+                while not predicate():
+                    if all(d.returncode is not None for d in self.daemons):
+                        raise AssertionError(f"every daemon exited while waiting for {what or predicate}")
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}") from None
+
+    def alive(self) -> list[Daemon]:
+        return [d for d in self.daemons if d.returncode is None]
+
+    async def leader(self, timeout_s: float = 30.0) -> Daemon:
+        """The live daemon whose /ready says it leads (waiting for one, bounded)."""
+        with anyio.fail_after(timeout_s):
+            while True:
+                for daemon in self.alive():
+                    if (await ready_of(daemon.port)).get("role") == "leader":
+                        return daemon
+                await anyio.sleep(0.1)
 
     def _scan(self) -> None:
         for index, daemon in enumerate(self.daemons):
@@ -330,16 +359,16 @@ class ChaosWorld:
         return self._ack_lines
 
     async def wait_acked(self, count: int, timeout_s: float = 60.0) -> None:
-        """Until ``count`` distinct signals are acknowledged (by the running daemon)."""
-        await self.daemon.wait_until(lambda: len(self.acked()) >= count, timeout_s=timeout_s,
-                                     what=f"{count} signals acknowledged")  # fmt: skip
+        """Until ``count`` distinct signals are acknowledged (by any daemon)."""
+        await self.wait_until(lambda: len(self.acked()) >= count, timeout_s=timeout_s,
+                              what=f"{count} signals acknowledged")  # fmt: skip
 
     async def next_ack(self, *, total: int, since: float, timeout_s: float = 60.0) -> float:
         """Wait for the next acknowledgement after now; seconds since ``since`` (monotonic) when
         it came. Returns at once if every signal is already acknowledged."""
         baseline = self.ack_lines()
-        await self.daemon.wait_until(lambda: self.ack_lines() > baseline or len(self.acked()) >= total,
-                                     timeout_s=timeout_s, what="the next signal acknowledged")  # fmt: skip
+        await self.wait_until(lambda: self.ack_lines() > baseline or len(self.acked()) >= total,
+                              timeout_s=timeout_s, what="the next signal acknowledged")  # fmt: skip
         return time.monotonic() - since
 
     async def kill(self) -> None:
@@ -392,9 +421,11 @@ class ChaosWorld:
 
     # -- the end ----------------------------------------------------------------------------
 
-    async def finish(self, planned: Sequence[Planned], result: ScenarioResult, *, timeout_s: float = 60.0) -> None:
+    async def finish(self, planned: Sequence[Planned], result: ScenarioResult, *, timeout_s: float = 60.0,
+                     several: bool = False) -> None:  # fmt: skip
         """Wait for every signal to be acknowledged, freeze prices, let the venue's events
-        arrive, run the operator's full sync, and check the invariants (converging, bounded)."""
+        arrive, run the operator's full sync, and check the invariants (converging, bounded).
+        ``several`` instances: also never two leaders and no FIFO inversion per symbol."""
         await self.publishing_done(timeout_s)
         await self.wait_acked(len(planned), timeout_s=timeout_s)
         self.mark("all acknowledged")
@@ -409,7 +440,7 @@ class ChaosWorld:
         last_problems: list[str] = []
         while True:
             rounds += 1
-            report = await post_sync(self.daemon.port)
+            report = await post_sync((await self.leader()).port)
             try:
                 await self.outbox_published(timeout_s=30.0)
             except TimeoutError:
@@ -441,6 +472,12 @@ class ChaosWorld:
         self.mark("checked")
         result.notes["phases_s"] = self.phases
         result.notes["venue_events"] = attrs.asdict(self.venue.events.stats)
+        inversions = fifo_inversions(self, planned)
+        result.notes["fifo_inversions"] = inversions
+        if several:
+            check_leadership(self, result)
+            if inversions:
+                result.problems.append(f"{inversions} per-symbol FIFO inversions at the venue")
         result.wall_s = time.monotonic() - self.started
 
     async def events_delivered(self, timeout_s: float) -> None:
@@ -670,6 +707,16 @@ async def post_sync(port: int, scope: str = "all") -> dict[str, Any]:
         return body  # type: ignore[no-any-return]
 
 
+async def ready_of(port: int) -> dict[str, Any]:
+    """``GET /ready`` of a daemon; {} when it does not answer (starting, stopping)."""
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            async with http.get(f"http://127.0.0.1:{port}/ready") as response:
+                return await response.json()  # type: ignore[no-any-return]
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return {}
+
+
 async def get_metrics(port: int) -> dict[str, Any]:
     """``GET /api/v1/metrics`` of the running daemon."""
     timeout = aiohttp.ClientTimeout(total=30)
@@ -703,3 +750,70 @@ async def poll_until(predicate: Callable[[], bool], timeout_s: float, what: str,
                 await anyio.sleep(every_s)
     except TimeoutError:
         raise AssertionError(f"timed out after {timeout_s}s waiting for {what}") from None
+
+
+# --------------------------------------------------------------------------- several instances
+
+LEADING = "leading"
+# Lines after which an instance no longer trades: a drained hand-over, a lost lease, a fenced write.
+STOPPED_LEADING = frozenset({
+    "trading stopped; giving the lease back", "leader lease lost to another instance; trading stopped",
+    "leader lease could not be renewed in time; trading stopped", "fenced: another instance leads; trading stopped",
+})  # fmt: skip
+
+
+def log_time(line: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(line["timestamp"])).timestamp()
+
+
+def first_time(daemon: Daemon, message: str, after: float = 0.0) -> float | None:
+    """When ``daemon`` first logged ``message`` at or after ``after`` (wall clock), or None."""
+    return next((t for line in daemon.lines if line.get("message") == message and (t := log_time(line)) >= after),
+                None)  # fmt: skip
+
+
+def leading_intervals(world: ChaosWorld) -> list[tuple[float, float, int, int]]:
+    """Every stretch in which a daemon led: (start, end, epoch, daemon number), from its log. It
+    ends with a stop line, else with its last line (killed), else never (still leading)."""
+    intervals = []
+    for number, daemon in enumerate(world.daemons, start=1):
+        start: tuple[float, int] | None = None
+        for line in daemon.lines:
+            message = line.get("message")
+            if message == LEADING:
+                start = (log_time(line), int(line["epoch"]))
+            elif message in STOPPED_LEADING and start is not None:
+                intervals.append((start[0], log_time(line), start[1], number))
+                start = None
+        if start is not None:
+            end = log_time(daemon.lines[-1]) if daemon.returncode is not None else float("inf")
+            intervals.append((start[0], end, start[1], number))
+    return sorted(intervals)
+
+
+def check_leadership(world: ChaosWorld, result: ScenarioResult) -> None:
+    """Never two leaders: the stretches of leading never overlap, and each new leader has a
+    larger epoch than the one before it. Also: a standby consumed nothing."""
+    intervals = leading_intervals(world)
+    result.notes["leaders"] = [{"daemon": n, "epoch": e, "s": round(end - start, 2) if end != float("inf") else None}
+                               for start, end, e, n in intervals]  # fmt: skip
+    for (start_a, end_a, epoch_a, a), (start_b, _, epoch_b, b) in zip(intervals, intervals[1:]):
+        if start_b < end_a:
+            result.problems.append(f"two leaders: daemon {b} (epoch {epoch_b}) led {end_a - start_b:.3f}s before "
+                                   f"daemon {a} (epoch {epoch_a}) stopped")  # fmt: skip
+        if epoch_b <= epoch_a:
+            result.problems.append(f"epoch did not grow: {epoch_a} then {epoch_b}")
+    for number, daemon in enumerate(world.daemons, start=1):
+        if not any(n == number for *_, n in intervals) and daemon.count("signal received"):
+            result.problems.append(f"daemon {number} never led but handled signals")
+
+
+def fifo_inversions(world: ChaosWorld, planned: Sequence[Planned]) -> int:
+    """Per symbol, pairs of our venue orders created in the opposite order of their signals."""
+    index_by_key = {link_key(item.signal_id): index for index, item in enumerate(planned)}
+    by_symbol: dict[str, list[int]] = {}
+    for order in world.venue.engine.orders.values():  # in the order the venue created them
+        key = link_key_of(order.order_link_id)
+        if key in index_by_key:
+            by_symbol.setdefault(order.symbol, []).append(index_by_key[key])
+    return sum(1 for seq in by_symbol.values() for i, a in enumerate(seq) for b in seq[i + 1:] if b < a)

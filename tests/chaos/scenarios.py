@@ -16,9 +16,10 @@ import anyio
 import psycopg
 
 from ordermgr.amqp.broker import SIGNAL_QUEUE
+from tests import support
 from tests.chaos.harness import (
-    OUR_PREFIX, VENUE_TO_OURS, ChaosWorld, ObservedFaults, ScenarioResult, Sizes, chaos_world, get_metrics, plan_stream,
-    poll_until,
+    OUR_PREFIX, STOPPED_LEADING, VENUE_TO_OURS, ChaosWorld, ObservedFaults, ScenarioResult, Sizes, chaos_world,
+    first_time, get_metrics, plan_stream, poll_until,
 )  # fmt: skip
 from tests.service import Daemon
 
@@ -274,3 +275,122 @@ def orders_agree(world: ChaosWorld) -> bool:
         for o in world.venue.engine.orders.values()
         if o.order_link_id.startswith(OUR_PREFIX)
     )
+
+
+# --------------------------------------------------------------------------- two instances (contract §13)
+
+FAILOVER_DRAINED_S = 2.0  # a SIGTERMed leader's standby leads within this of the drain's end
+FAILOVER_LOST_S = 10.0  # ... of a SIGKILLed or frozen leader's end
+
+
+async def _standby(world: ChaosWorld, **env: str) -> Daemon:
+    daemon = await world.spawn_daemon(**env)
+    await daemon.wait_for("standing by", timeout_s=30)
+    return daemon
+
+
+def _failover(result: ScenarioResult, seconds: float, bound: float) -> None:
+    result.notes["failover_s"] = round(seconds, 2)
+    if seconds > bound:
+        result.problems.append(f"failover took {seconds:.2f}s, over the bound of {bound}s")
+
+
+async def two_instances(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:
+    """Two daemons on one database and one broker from the start, as ``replicas: 2``: one leads,
+    the other stands by (consuming nothing) for the whole stream."""
+    async with chaos_world("two-instances", conninfo, log_dir, seed=21) as world:
+        planned = plan_stream("two", sizes.signals, world.rng)
+        result.signals = len(planned)
+        await world.start_daemon()
+        await _standby(world)
+        started = time.monotonic()
+        world.start_stream(planned, sizes.rate)
+        result.recover_s = await world.next_ack(total=len(planned), since=started)
+        await world.finish(planned, result, timeout_s=sizes.timeout_s, several=True)
+    return result
+
+
+async def rolling_deploy(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:
+    """An orchestrator's rolling deploy: the new instance starts (a standby) a quarter into the
+    stream, the old one gets SIGTERM half way and drains; the new one leads.
+
+    recover_s: from the old leader's end of trading to the new leader's first acknowledgement."""
+    async with chaos_world("rolling-deploy", conninfo, log_dir, seed=22) as world:
+        planned = plan_stream("roll", sizes.signals, world.rng)
+        result.signals = len(planned)
+        old = await world.start_daemon()
+        world.start_stream(planned, sizes.rate)
+        await world.wait_acked(len(planned) // 4, timeout_s=sizes.timeout_s)
+        new = await _standby(world)
+        await world.wait_acked(len(planned) // 2, timeout_s=sizes.timeout_s)
+        old.terminate()
+        assert await old.wait_exit(timeout_s=DRAIN_TIMEOUT_S + FLUSH_BOUND_S + 10) == 0
+        await new.wait_for("ready to take signals", timeout_s=30)
+        handed_over = first_time(old, "trading stopped; giving the lease back")
+        leading = first_time(new, "leading")
+        assert handed_over is not None and leading is not None
+        _failover(result, leading - handed_over, FAILOVER_DRAINED_S)
+        result.recover_s = await world.next_ack(total=len(planned), since=time.monotonic() - (time.time() -
+                                                                                              handed_over))  # fmt: skip
+        await world.finish(planned, result, timeout_s=sizes.timeout_s, several=True)
+    return result
+
+
+async def leader_sigkill(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:
+    """The leader SIGKILLed mid-stream with a standby running; the killed one comes back as a standby.
+
+    recover_s: from the kill to the next acknowledgement (by the new leader)."""
+    async with chaos_world("leader-sigkill", conninfo, log_dir, seed=23) as world:
+        planned = plan_stream("lkill", sizes.signals, world.rng)
+        result.signals = len(planned)
+        leader = await world.start_daemon()
+        standby = await _standby(world)
+        world.start_stream(planned, sizes.rate)
+        await world.wait_acked(len(planned) // 3, timeout_s=sizes.timeout_s)
+        await anyio.sleep(world.rng.uniform(0.0, 0.05))  # the random instant: somewhere in a signal's handling
+        killed, killed_wall = time.monotonic(), time.time()
+        leader.kill()
+        assert await leader.wait_exit() == -9
+        await standby.wait_for("leading", timeout_s=30)
+        leading = first_time(standby, "leading")
+        assert leading is not None
+        _failover(result, leading - killed_wall, FAILOVER_LOST_S)
+        result.recover_s = await world.next_ack(total=len(planned), since=killed)
+        await _standby(world)  # the killed one restarted: it stands by
+        await world.finish(planned, result, timeout_s=sizes.timeout_s, several=True)
+    return result
+
+
+async def leader_cut_from_postgres(
+    conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult
+) -> ScenarioResult:
+    """The leader's PostgreSQL connections cut (only the leader's: the standby reaches the
+    database through a proxy of its own) mid-stream: it must stop trading before its lease can
+    pass; the standby takes over; the old one, reconnected, stands by.
+
+    recover_s: from the cut to the next acknowledgement (by the new leader)."""
+    async with chaos_world("leader-cut-from-postgres", conninfo, log_dir, seed=24) as world:
+        planned = plan_stream("pgcut", sizes.signals, world.rng)
+        result.signals = len(planned)
+        own_proxy = support.TcpProxy(support.PG_HOST, support.PG_PORT)
+        await world.tg.start(own_proxy.run)
+        leader = await world.start_daemon()
+        standby = await _standby(world, POSTGRES_PORT=str(own_proxy.port))
+        world.start_stream(planned, sizes.rate)
+        await world.wait_acked(len(planned) // 3, timeout_s=sizes.timeout_s)
+        cut, cut_wall = time.monotonic(), time.time()
+        await world.pg_proxy.cut()
+        await standby.wait_for("leading", timeout_s=30)
+        stopped = next((t for m in STOPPED_LEADING if (t := first_time(leader, m, cut_wall)) is not None), None)
+        leading = first_time(standby, "leading")
+        assert leading is not None
+        if stopped is None or stopped >= leading:
+            result.problems.append(f"the cut-off leader stopped trading at {stopped}, the standby led at {leading}")
+        else:
+            result.notes["stopped_before_takeover_s"] = round(leading - stopped, 2)
+        _failover(result, leading - cut_wall, FAILOVER_LOST_S)
+        result.recover_s = await world.next_ack(total=len(planned), since=cut)
+        world.pg_proxy.restore()
+        await leader.wait_for("standing by", timeout_s=30)
+        await world.finish(planned, result, timeout_s=sizes.timeout_s, several=True)
+    return result

@@ -102,3 +102,32 @@ async def test_sigterm_mid_stream_drains_and_exits_0(
     clean_database: str, tmp_path: Path, sizes: Sizes, chaos_results: list[ScenarioResult]
 ) -> None:
     await run("sigterm", scenarios.sigterm, clean_database, tmp_path, sizes, chaos_results)
+
+
+@known_bug("two-instances")
+async def test_two_instances_from_the_start(
+    clean_database: str, tmp_path: Path, sizes: Sizes, chaos_results: list[ScenarioResult]
+) -> None:
+    await run("two-instances", scenarios.two_instances, clean_database, tmp_path, sizes, chaos_results)
+
+
+@known_bug("rolling-deploy")
+async def test_a_rolling_deploy_hands_over_within_two_seconds_of_the_drain(
+    clean_database: str, tmp_path: Path, sizes: Sizes, chaos_results: list[ScenarioResult]
+) -> None:
+    await run("rolling-deploy", scenarios.rolling_deploy, clean_database, tmp_path, sizes, chaos_results)
+
+
+@known_bug("leader-sigkill")
+async def test_the_leader_sigkilled_mid_stream_is_replaced_within_ten_seconds(
+    clean_database: str, tmp_path: Path, sizes: Sizes, chaos_results: list[ScenarioResult]
+) -> None:
+    await run("leader-sigkill", scenarios.leader_sigkill, clean_database, tmp_path, sizes, chaos_results)
+
+
+@known_bug("leader-cut-from-postgres")
+async def test_a_leader_cut_from_postgres_stops_before_its_lease_passes(
+    clean_database: str, tmp_path: Path, sizes: Sizes, chaos_results: list[ScenarioResult]
+) -> None:
+    await run("leader-cut-from-postgres", scenarios.leader_cut_from_postgres, clean_database, tmp_path, sizes,
+              chaos_results)  # fmt: skip
