@@ -9,6 +9,7 @@ import signal
 
 AFTER_INTENT_COMMIT = "after_intent_commit"  # intents committed, venue not called yet
 AFTER_VENUE_CALL = "after_venue_call"  # the venue answered, the outcome not committed yet
+AFTER_CLOSE_INTENT = "after_close_intent"  # an operator close's orders committed, venue not called yet
 
 _ARMED = os.environ.get("ORDERMGR_FAILPOINT", "")
 

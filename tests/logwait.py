@@ -21,10 +21,11 @@ class LogWaiter(logging.Handler):
             if record.getMessage() == message:
                 event.set()
 
-    async def wait_for(self, message: str, *, count: int = 1, timeout_s: float = 10.0) -> None:
-        """Return once ``message`` has been logged ``count`` times (counting earlier ones)."""
+    async def wait_for(self, message: str, *, count: int = 1, timeout_s: float = 10.0, **fields: object) -> None:
+        """Return once ``message`` has been logged ``count`` times (counting earlier ones), with
+        ``fields`` among its extras when given (``signal_id="s-1"``)."""
         with anyio.fail_after(timeout_s):
-            while self.count(message) < count:
+            while self.count(message, **fields) < count:
                 event = anyio.Event()
                 self._waiters.append((message, event))
                 try:
@@ -32,8 +33,9 @@ class LogWaiter(logging.Handler):
                 finally:
                     self._waiters.remove((message, event))
 
-    def count(self, message: str) -> int:
-        return sum(1 for record in self.records if record.getMessage() == message)
+    def count(self, message: str, **fields: object) -> int:
+        return sum(1 for record in self.records if record.getMessage() == message
+                   and all(getattr(record, name, None) == value for name, value in fields.items()))  # fmt: skip
 
 
 @contextmanager

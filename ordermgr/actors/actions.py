@@ -15,6 +15,7 @@ from decimal import ROUND_FLOOR, Decimal
 
 import attrs
 
+from ordermgr import failpoints
 from ordermgr.actors.book import ACTIVE, SymbolBook, SyncResult, record_context, request_of
 from ordermgr.domain import decision
 from ordermgr.domain.errors import VenueUnavailable
@@ -102,6 +103,7 @@ async def close(book: SymbolBook, request_id: uuid.UUID, operator: str | None) -
         return CloseResult("failed", (), book.position, venue_size, f"{book.symbol} is not listed by the venue")
     intents = [_intent(request, signal_id, book) for request in close_requests(instrument, venue_size, signal_id)]
     await until_stored(book.store.record_intents, intents)
+    failpoints.hit(failpoints.AFTER_CLOSE_INTENT)
     log.warning("closing the position", extra={**context, "venue_size": str(venue_size), "orders": len(intents)})
     result = await _send(book, intents, resume=False)
     return attrs.evolve(result, venue_size=venue_size)

@@ -142,7 +142,7 @@ class TradingControl:
         if change.source is Source.OPERATOR:
             self._forget_streaks(change)
         fields = {"scope": change.scope, "state": change.state.value, "previous": previous.value,
-                  "reason": change.reason, "message": change.message, "source": change.source.value,
+                  "reason": change.reason, "note": change.message, "source": change.source.value,
                   "operator": change.operator}  # fmt: skip
         if change.state.strictness > previous.strictness:
             log.warning("trading state restricted", extra=fields)
@@ -158,7 +158,7 @@ class TradingControl:
         self._latched.append(pending)
         self._enqueue(pending)
         log.critical("trading state latched by a trigger", extra={
-            "scope": change.scope, "state": change.state.value, "reason": change.reason, "message": change.message})  # fmt: skip
+            "scope": change.scope, "state": change.state.value, "reason": change.reason, "note": change.message})  # fmt: skip
 
     def _forget_streaks(self, change: StateChange) -> None:
         """An operator has looked: a trigger must see its condition anew before it fires again."""
