@@ -123,6 +123,13 @@ def decision_settings(config: Config) -> DecisionSettings:
     )
 
 
+def amqp_heartbeat_s(lease_s: float) -> int:
+    """RabbitMQ closes a peer's connection, and requeues what it held, about one to one and a
+    half heartbeats after the peer went silent: well within the 0.8 × lease after which a frozen
+    leader's lease can pass, so its successor finds the older messages back in the queue first."""
+    return max(1, int(lease_s / 2.5))
+
+
 def trigger_settings(config: Config) -> TriggerSettings:
     return TriggerSettings(max_daily_loss=config.max_daily_loss, halt_after_venue_errors=config.halt_after_venue_errors,
                            halt_after_rejections=config.halt_after_rejections)  # fmt: skip
@@ -203,7 +210,7 @@ async def run(
     """Run the service until ``stop`` is set (or a signal arrives); ``task_status`` gets the HTTP port."""
     stop = stop or anyio.Event()
     async with PgStore(config.postgres.conninfo) as store:
-        broker = Broker(config.rabbitmq.url)
+        broker = Broker(config.rabbitmq.url, heartbeat_s=amqp_heartbeat_s(config.leader_lease_s))
         listener = Listener(config.postgres.conninfo, (LEADER_CHANNEL, REQUESTS_CHANNEL, OUTCOMES_CHANNEL))
         leadership = Leadership(LeaseStore(store, instance_id()), listener, ttl_s=config.leader_lease_s,
                                 on_change=lambda fence: _fence(store, fence))  # fmt: skip

@@ -201,6 +201,15 @@ class Daemon:
         assert self._process is not None
         self._process.send_signal(signal.SIGTERM)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process stops running (a long GC pause, a stalled VM) without dying."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL, as a crash or an OOM kill would end it."""
         assert self._process is not None

@@ -69,8 +69,12 @@ class Broker:
     """Owns the AMQP connection. ``run`` keeps it open until cancelled, reconnecting with
     capped exponential backoff; users wait for it with ``wait_connected``."""
 
-    def __init__(self, url: str, *, max_backoff_s: float = 5.0) -> None:
-        self._url = url
+    def __init__(self, url: str, *, max_backoff_s: float = 5.0, heartbeat_s: int = 60) -> None:
+        # The heartbeat bounds how long the broker keeps a frozen peer's unacknowledged messages:
+        # a leader that stops running (a stalled VM) must let them go before its lease passes,
+        # or the next leader would take newer messages first (app.py sets it from the lease).
+        separator = "&" if "?" in url else "?"
+        self._url = f"{url}{separator}heartbeat={heartbeat_s}"
         self._max_backoff_s = max_backoff_s
         self._connection: aiormq.abc.AbstractConnection | None = None
         self._up = anyio.Event()

@@ -287,6 +287,9 @@ class ChaosWorld:
         self.phases: dict[str, float] = {}  # seconds since the world was built, per milestone
         self._walk_scope: anyio.CancelScope | None = None
         self._changed = anyio.Event()  # any daemon logged a line or exited
+        # Daemon number → (frozen at, thawed at), wall clock: a frozen leader trades no more
+        # from the freeze on, and logs its stop only once thawed.
+        self.frozen: dict[int, tuple[float, float]] = {}
 
     def mark(self, phase: str) -> None:
         self.phases[phase] = round(time.monotonic() - self.started, 2)
@@ -788,7 +791,9 @@ def leading_intervals(world: ChaosWorld) -> list[tuple[float, float, int, int]]:
         if start is not None:
             end = log_time(daemon.lines[-1]) if daemon.returncode is not None else float("inf")
             intervals.append((start[0], end, start[1], number))
-    return sorted(intervals)
+    frozen = world.frozen
+    return sorted((start, min(end, frozen[n][0]) if n in frozen and start < frozen[n][0] else end, epoch, n)
+                  for start, end, epoch, n in intervals)  # fmt: skip
 
 
 def check_leadership(world: ChaosWorld, result: ScenarioResult) -> None:
@@ -806,6 +811,11 @@ def check_leadership(world: ChaosWorld, result: ScenarioResult) -> None:
     for number, daemon in enumerate(world.daemons, start=1):
         if not any(n == number for *_, n in intervals) and daemon.count("signal received"):
             result.problems.append(f"daemon {number} never led but handled signals")
+    for number, (_, thawed) in world.frozen.items():
+        sent = [line for line in world.daemons[number - 1].lines
+                if line.get("message") == "order sent" and log_time(line) >= thawed]  # fmt: skip
+        if sent:
+            result.problems.append(f"daemon {number} sent {len(sent)} orders after it was thawed, deposed")
 
 
 def fifo_inversions(world: ChaosWorld, planned: Sequence[Planned]) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-
 import anyio
 import psycopg
 
@@ -391,6 +390,34 @@ async def leader_cut_from_postgres(
         _failover(result, leading - cut_wall, FAILOVER_LOST_S)
         result.recover_s = await world.next_ack(total=len(planned), since=cut)
         world.pg_proxy.restore()
+        await leader.wait_for("standing by", timeout_s=30)
+        await world.finish(planned, result, timeout_s=sizes.timeout_s, several=True)
+    return result
+
+
+async def leader_frozen(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:
+    """The leader frozen (SIGSTOP) mid-stream, as a stalled VM: the standby takes over within the
+    bound; thawed, the old leader finds its lease gone and stands by, having placed nothing.
+
+    recover_s: from the freeze to the next acknowledgement (by the new leader)."""
+    async with chaos_world("leader-frozen", conninfo, log_dir, seed=26) as world:
+        planned = plan_stream("frozen", sizes.signals, world.rng)
+        result.signals = len(planned)
+        leader = await world.start_daemon()
+        standby = await _standby(world)
+        world.start_stream(planned, sizes.rate)
+        await world.wait_acked(len(planned) // 3, timeout_s=sizes.timeout_s)
+        frozen, frozen_wall = time.monotonic(), time.time()
+        leader.freeze()
+        try:
+            await standby.wait_for("leading", timeout_s=30)
+            leading = first_time(standby, "leading")
+            assert leading is not None
+            _failover(result, leading - frozen_wall, FAILOVER_LOST_S)
+            result.recover_s = await world.next_ack(total=len(planned), since=frozen)
+        finally:
+            leader.thaw()
+            world.frozen[world.daemons.index(leader) + 1] = (frozen_wall, time.time())
         await leader.wait_for("standing by", timeout_s=30)
         await world.finish(planned, result, timeout_s=sizes.timeout_s, several=True)
     return result

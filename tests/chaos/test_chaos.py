@@ -131,3 +131,10 @@ async def test_a_leader_cut_from_postgres_stops_before_its_lease_passes(
 ) -> None:
     await run("leader-cut-from-postgres", scenarios.leader_cut_from_postgres, clean_database, tmp_path, sizes,
               chaos_results)  # fmt: skip
+
+
+@known_bug("leader-frozen")
+async def test_a_frozen_leader_is_replaced_and_stands_by_when_thawed(
+    clean_database: str, tmp_path: Path, sizes: Sizes, chaos_results: list[ScenarioResult]
+) -> None:
+    await run("leader-frozen", scenarios.leader_frozen, clean_database, tmp_path, sizes, chaos_results)
