@@ -17,7 +17,7 @@ import attrs
 
 from ordermgr import failpoints
 from ordermgr.actors.book import ACTIVE, SymbolBook, SyncResult, record_context, request_of
-from ordermgr.domain import decision
+from ordermgr.domain import decision, trading
 from ordermgr.domain.errors import VenueUnavailable
 from ordermgr.domain.model import (
     Accepted, Instrument, OrderRecord, OrderRequest, OrderType, Priority, Side, Unknown, VenuePosition, WriteOutcome,
@@ -52,7 +52,7 @@ class CloseResult:
 
 def close_signal_id(request_id: uuid.UUID) -> str:
     """What a close's orders carry as their signal: the close request (no signal produced them)."""
-    return f"close:{request_id}"
+    return f"{trading.CLOSE_PREFIX}{request_id}"
 
 
 async def cancel_one(book: SymbolBook, order_link_id: str) -> CancelResult:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from ordermgr.actors.deps import ActorDeps
-from ordermgr.domain import decision, orders
+from ordermgr.domain import decision, orders, trading
 from ordermgr.domain.errors import StaleWrite, VenueUnavailable
 from ordermgr.domain.events import order_event, text
 from ordermgr.domain.model import (
@@ -118,8 +118,8 @@ class SymbolBook:
                 await self.reject(record, f"{code}: {message}", settle_signal=settle_signal)
             case Unavailable(reason=reason):
                 await self.reject(record, f"venue_unavailable: {reason}", settle_signal=settle_signal)
-            case Expired(reason=reason):  # its signal grew too old waiting for the rate-limit budget
-                await self.reject(record, f"{decision.STALE_SIGNAL}: {reason}", settle_signal=settle_signal)
+            case Expired(reason=reason, code=code):  # stale waiting for the budget, or withheld by the state
+                await self.reject(record, f"{code}: {reason}", settle_signal=settle_signal)
             case Unknown(reason=reason):
                 # It may exist on the venue: keep the intent; sync settles it by orderLinkId.
                 log.warning("order outcome unknown; left for reconciliation", extra={**context, "reason": reason})
@@ -305,6 +305,13 @@ class SymbolBook:
             return SyncResult(1, int(await self._unseen_intent(record)))
         return SyncResult(1, 0, (f"{link_id}: {record.status} here but unknown to the venue",))
 
+    def send_gate(self, record: OrderRecord) -> Callable[[], str | None] | None:
+        """The last-moment check of ``record``'s send: the trading state may have turned against it
+        since it was decided (§11; an operator's close goes in every state)."""
+        if record.signal_id.startswith(trading.CLOSE_PREFIX):
+            return None
+        return lambda: trading.withheld(self._deps.control.effective(self.symbol), reduce_only=record.reduce_only)
+
     async def _unseen_intent(self, record: OrderRecord) -> bool:
         """An intent the venue never saw. Young: send it again with the same orderLinkId (the
         venue dedupes, so this cannot place it twice). Old: the moment has passed; reject it."""
@@ -313,7 +320,8 @@ class SymbolBook:
             await self.reject(record, "not_received_by_venue: the venue never received this order")
             return True
         log.info("resending an intent the venue never received", extra=record_context(record))
-        await self.settle(record, await self._deps.venue.place_order(request_of(record)), settle_signal=True)
+        request = attrs.evolve(request_of(record), allowed=self.send_gate(record))
+        await self.settle(record, await self._deps.venue.place_order(request), settle_signal=True)
         return True
 
     async def _expire(self) -> SyncResult:

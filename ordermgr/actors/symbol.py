@@ -330,7 +330,8 @@ class SymbolActor:
         outcomes = []
         for index, record in enumerate(records):
             log.info("order sent", extra={**record_context(record), **_order_context(record)})
-            outcome = await self._deps.venue.place_order(attrs.evolve(request_of(record), not_after=not_after))
+            request = attrs.evolve(request_of(record), not_after=not_after, allowed=self.book.send_gate(record))
+            outcome = await self._deps.venue.place_order(request)
             failpoints.hit(failpoints.AFTER_VENUE_CALL)
             await self.book.settle(record, outcome, settle_signal=index == len(records) - 1)
             outcomes.append(outcome)

@@ -30,6 +30,10 @@ MIN_RATE_LIMIT_WAIT_S: Final = 0.05
 MAX_PAGES: Final = 50
 
 
+class Withheld(Exception):
+    """The caller's last-moment check refused the request; nothing was sent. The refusal code."""
+
+
 @attrs.frozen
 class ExchangeStatistics:
     requests: int  # HTTP requests sent (every attempt)
@@ -135,14 +139,15 @@ class BybitClient:
 
     async def request(
         self, method: str, params: Mapping[str, Any], *, write: bool, lane: Priority = Priority.READ,
-        not_after: float | None = None,
+        not_after: float | None = None, allowed: Callable[[], str | None] | None = None,
     ) -> Reply:  # fmt: skip
         """One logical request, in ``lane`` of the rate-limit budget. Budgeted retries
         (``retry``) for what certainly did not execute, and for reads also for unknown outcomes;
         waits for the budget and rate limits do not use the retry budget and are bounded by
         ``rate_limit_wait_s`` (then VenueFailure UNAVAILABLE). Raises the last VenueFailure, or
         :class:`BudgetTimeout` when ``not_after`` (budget clock, see :meth:`deadline`) passed
-        first while nothing had been sent or everything sent had certainly not executed."""
+        first while nothing had been sent or everything sent had certainly not executed, and
+        :class:`Withheld` when ``allowed``, asked once a permit is in hand, refuses."""
         params = {k: v for k, v in params.items() if v is not None}
         if method not in PUBLIC_METHODS and anyio.current_time() >= self._next_clock_sync:
             await self._sync_clock()
@@ -157,6 +162,10 @@ class BybitClient:
                 if not_after is not None and not_after <= give_up_at:
                     raise
                 raise _still_limited(method, self._rate_limit_wait_s, limited) from None
+            refusal = allowed() if allowed is not None else None
+            if refusal is not None:
+                permit.unused()
+                raise Withheld(refusal)
             try:
                 backoff_s = self._retry.delay_s(waits + 1)
                 return await self._attempt(method, params, permit, write=write, backoff_s=backoff_s)

@@ -17,7 +17,7 @@ from typing import Any, Final
 import anyio
 
 from ordermgr.bybit.budget import BudgetFigures, BudgetTimeout, RateBudget
-from ordermgr.bybit.client import MAX_PAGES, BybitClient, ExchangeStatistics
+from ordermgr.bybit.client import MAX_PAGES, BybitClient, ExchangeStatistics, Withheld
 from ordermgr.bybit.tickers import FreshTickers
 from ordermgr.bybit.transport import Kind, VenueFailure
 from ordermgr.bybit.wire import (
@@ -217,11 +217,14 @@ class BybitExchange:
         """Create an order, in its lane of the rate-limit budget (``req.lane``). Never raises for
         venue or network trouble. A request in flight is not abandoned on cancellation (the
         caller is cancelled once it has returned). Expired when ``req.not_after`` passes while
-        it waits for the budget: then it was never sent."""
+        it waits for the budget, or when ``req.allowed`` refuses once it may go: then it was
+        never sent."""
         not_after = None if req.not_after is None else self._client.deadline(req.not_after.timestamp())
         try:
             reply = await self._client.request("place_order", _order_params(req), write=True, lane=req.lane,
-                                               not_after=not_after)  # fmt: skip
+                                               not_after=not_after, allowed=req.allowed)  # fmt: skip
+        except Withheld as withheld:
+            return Expired(f"not sent: withheld at the last moment ({withheld})", code=str(withheld))
         except BudgetTimeout:
             return Expired(f"not sent: the rate-limit budget had no room before {req.not_after.isoformat()}"
                            if req.not_after else "not sent")  # fmt: skip

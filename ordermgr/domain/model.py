@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
@@ -139,6 +139,9 @@ class OrderRequest:
     # Never sent after this instant: a signal's order that waited for the rate-limit budget
     # past the signal's age limit is stale (contract §15). None = no limit.
     not_after: datetime | None = None
+    # Asked at the last moment, once the request may go (after any wait for the budget): a
+    # refusal code (e.g. the trading state turned halted meanwhile) withholds it. None = always.
+    allowed: Callable[[], str | None] | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def lane(self) -> Priority:
@@ -242,9 +245,11 @@ class Unknown:
 @attrs.frozen
 class Expired:
     """Never sent: the request's ``not_after`` passed while it waited for the rate-limit
-    budget. Final, like a rejection, and certain: nothing reached the venue."""
+    budget (``stale_signal``), or ``allowed`` withheld it at the last moment (its refusal code).
+    Final, like a rejection, and certain: nothing reached the venue."""
 
     reason: str
+    code: str = "stale_signal"
 
 
 WriteOutcome = Accepted | Rejected | Unavailable | Unknown | Expired

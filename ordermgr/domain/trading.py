@@ -53,6 +53,8 @@ OPERATOR_REASON: Final = "operator"  # the reason of an operator's change that g
 # Signals refused by the state (§11.3).
 TRADING_HALTED: Final = "trading_halted"
 TRADING_REDUCING: Final = "trading_reducing"
+# An operator's close carries this as its orders' signal id (no signal produced them).
+CLOSE_PREFIX: Final = "close:"
 
 
 @attrs.frozen
@@ -164,6 +166,16 @@ def admit(
         return Refused(TRADING_REDUCING, "Trading is reducing: open orders already cover the whole position.",
                        details)  # fmt: skip
     return Admission(max_qty=left, reduce_only=True)
+
+
+def withheld(state: TradingState, *, reduce_only: bool) -> str | None:
+    """Whether an order decided earlier may still go now (at the last moment before the venue):
+    the refusal code when the state turned against it meanwhile, else None."""
+    if state is TradingState.HALTED:
+        return TRADING_HALTED
+    if state is TradingState.REDUCING and not reduce_only:
+        return TRADING_REDUCING
+    return None
 
 
 def _text(value: Decimal) -> str:

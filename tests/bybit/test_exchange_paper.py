@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import anyio
+import attrs
 import pytest
 
 from ordermgr.bybit import client as bybit_client
@@ -13,6 +14,7 @@ from ordermgr.bybit.exchange import BybitExchange
 from ordermgr.domain.errors import VenueAuthError, VenueUnavailable
 from ordermgr.domain.model import (
     Accepted,
+    Expired,
     OrderRequest,
     OrderType,
     Rejected,
@@ -315,3 +317,20 @@ async def test_executions_of_an_order_come_oldest_first_with_their_prices() -> N
     assert [e.exec_id for e in executions] == [e.exec_id for e in theirs]
     assert [e.qty for e in executions] == [Decimal("0.003")] * 3
     assert sum(e.value for e in executions) == sum(e.exec_value for e in theirs)
+
+
+async def test_an_order_withheld_at_the_last_moment_is_never_sent(venue: PaperVenue, exchange: BybitExchange) -> None:
+    """The trading state may turn halted while an order waits for the budget: asked once the
+    permit is in hand, it withholds the order, and the venue never sees it (contract §11)."""
+    asked: list[str] = []
+
+    def halted_meanwhile() -> str | None:
+        asked.append("asked")
+        return "trading_halted"
+
+    with anyio.fail_after(10):
+        outcome = await exchange.place_order(attrs.evolve(market("withheld-1", Side.BUY), allowed=halted_meanwhile))
+        sent = await exchange.place_order(attrs.evolve(market("allowed-1", Side.BUY), allowed=lambda: None))
+    assert isinstance(outcome, Expired) and outcome.code == "trading_halted" and asked == ["asked"]
+    assert venue_orders(venue, "withheld-1") == [] and isinstance(sent, Accepted)
+    assert exchange.rate_limits().in_flight == 0  # the unused permit was given back
