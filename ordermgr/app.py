@@ -27,9 +27,10 @@ from ordermgr.amqp.broker import (
     ORDER_EVENTS_QUEUE, ORDER_UPDATES_ARGUMENTS, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE, Broker, Delivery, Publisher, consume,
     hand_over_to,
 )  # fmt: skip
-from ordermgr.amqp.ws_gateway import keep_subscribed, order_events_to
+from ordermgr.amqp.ws_gateway import TickerSubscriptions, follow_tickers, keep_subscribed, order_events_to
 from ordermgr.bybit.budget import BudgetFigures, RateBudget
 from ordermgr.bybit.exchange import BybitExchange
+from ordermgr.bybit.tickers import StreamPrices
 from ordermgr.config import Config
 from ordermgr.db.migrate import apply_migrations
 from ordermgr.db.queries import Queries
@@ -189,14 +190,15 @@ async def run(
             if handle_signals:
                 outer.start_soon(watch_signals, stop)
             task_status.started(port)
-            base_url = config.rest_url
+            base_url, gateway_url = config.rest_url, config.ws_gateway_url
             if config.is_paper and base_url is None:
                 venue = PaperVenue(_paper_config(config))
-                base_url = await outer.start(venue.run)
+                base_url = gateway_url = await outer.start(venue.run)  # it plays ws-gateway too
             assert base_url is not None
             exchange = BybitExchange(
                 api_key=config.bybit_api_key, api_secret=config.bybit_api_secret, base_url=base_url,
                 timeout_s=config.order_execution_timeout_s, retry=config.retry, budget=budget,
+                stream=_follow_tickers(outer, config, broker, gateway_url),
             )  # fmt: skip
             outer.start_soon(lambda: watch_venue(exchange, state, private=not config.dry_run))
             if not config.is_paper:
@@ -214,12 +216,28 @@ async def run(
 
 
 def _paper_config(config: Config) -> PaperConfig:
+    """The in-process venue also plays ws-gateway: the ticker-channel subscriptions go to its
+    URL and it publishes the subscribed symbols' ticker events, as ws-gateway would."""
     return PaperConfig(
         api_key=config.bybit_api_key,
         api_secret=config.bybit_api_secret,
         amqp_url=config.rabbitmq.url,
         seed=config.paper_seed,
+        ws_gateway=True,
+        gateway_api_key=config.ws_gateway_api_key,
     )
+
+
+def _follow_tickers(tg: anyio.abc.TaskGroup, config: Config, broker: Broker, gateway_url: str) -> StreamPrices | None:
+    """Contract §14.1: reference prices from ws-gateway's ticker stream, each symbol's channel
+    asked for at its first signal. None (every price over REST) when the age limit is 0."""
+    if config.price_max_age_ms == 0:
+        return None
+    subscriptions = TickerSubscriptions(gateway_url, config.ws_gateway_api_key, config.service_name)
+    prices = StreamPrices(config.price_max_age_ms, on_first_ask=subscriptions.want)
+    tg.start_soon(subscriptions.run)
+    tg.start_soon(lambda: follow_tickers(broker, prices.take))
+    return prices
 
 
 async def run_trading(

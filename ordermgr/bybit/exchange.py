@@ -15,10 +15,11 @@ from decimal import Decimal
 from typing import Any, Final
 
 import anyio
+import attrs
 
 from ordermgr.bybit.budget import BudgetFigures, BudgetTimeout, RateBudget
 from ordermgr.bybit.client import MAX_PAGES, BybitClient, ExchangeStatistics
-from ordermgr.bybit.tickers import FreshTickers
+from ordermgr.bybit.tickers import FreshTickers, PriceFigures, StreamPrices
 from ordermgr.bybit.transport import Kind, VenueFailure
 from ordermgr.bybit.wire import (
     parse_execution,
@@ -63,7 +64,8 @@ class BybitExchange:
 
     ``rate_limit_wait_s`` (default ``timeout_s``) bounds how long one call waits for the
     rate-limit budget (``budget``: the account's, shared by every request; one of its own when
-    not given); ``sleep`` is used for retry backoff, so tests can pass a zero-delay sleep.
+    not given); ``sleep`` is used for retry backoff, so tests can pass a zero-delay sleep;
+    ``stream``: the prices of ws-gateway's ticker stream (None: every ticker is read over REST).
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class BybitExchange:
         settle_coin: str = "USDT",
         rate_limit_wait_s: float | None = None,
         budget: RateBudget | None = None,
+        stream: StreamPrices | None = None,
     ) -> None:
         self._client = BybitClient(
             api_key=api_key, api_secret=api_secret, base_url=base_url, timeout_s=timeout_s,
@@ -100,6 +103,7 @@ class BybitExchange:
         self._balance_generation = 0
         self._balance_after_fill_s = balance_after_fill_s  # how long a pre-fill balance may still serve
         self._tickers = FreshTickers(self._fetch_tickers)
+        self._stream = stream
 
     # ----------------------------------------------------------------- reads
 
@@ -125,8 +129,17 @@ class BybitExchange:
         return (await self.instruments()).get(symbol)
 
     async def ticker(self, symbol: str) -> Ticker:
-        """The venue's ticker, read after this call began; concurrent calls share requests."""
+        """The reference price (contract §14.1): the ticker stream's while its last price is
+        fresh, else the REST ticker read after this call began (concurrent calls share requests)."""
+        if self._stream is not None:
+            streamed = self._stream.fresh(symbol, self._client.venue_now_latest_ms())
+            if streamed is not None:
+                return streamed
         return await self._tickers.get(symbol)
+
+    def price_sources(self) -> PriceFigures:
+        """How many tickers the stream served and how many were read over REST (since start)."""
+        return attrs.evolve(self._stream.figures) if self._stream is not None else PriceFigures()
 
     async def _fetch_tickers(self, symbols: frozenset[str]) -> dict[str, Ticker]:
         """One symbol: ask for it. Several: one request for the category's whole list."""
