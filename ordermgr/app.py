@@ -140,7 +140,7 @@ async def watch_venue(exchange: BybitExchange, state: ServiceState, *, private: 
         try:
             await exchange.server_time_ms()
             if private:
-                await exchange.available_balance()
+                await exchange.refresh_balance()
             state.venue_ok = True
         except VenueAuthError as exc:
             state.venue_ok = False
@@ -201,6 +201,8 @@ async def run(
                 stream=_follow_tickers(outer, config, broker, gateway_url),
             )  # fmt: skip
             outer.start_soon(lambda: watch_venue(exchange, state, private=not config.dry_run))
+            if not config.dry_run:  # contract §14.2: the wallet is read in the background, never by a signal
+                outer.start_soon(exchange.keep_balance_fresh)
             if not config.is_paper:
                 outer.start_soon(lambda: keep_subscribed(config.ws_gateway_url, config.ws_gateway_api_key,
                                                          config.service_name, state.set_ws_gateway))  # fmt: skip

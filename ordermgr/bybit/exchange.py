@@ -17,6 +17,7 @@ from typing import Any, Final
 import anyio
 import attrs
 
+from ordermgr.bybit.balance import BackgroundBalance
 from ordermgr.bybit.budget import BudgetFigures, BudgetTimeout, RateBudget
 from ordermgr.bybit.client import MAX_PAGES, BybitClient, ExchangeStatistics
 from ordermgr.bybit.tickers import FreshTickers, PriceFigures, StreamPrices
@@ -79,7 +80,7 @@ class BybitExchange:
         retry: RetryPolicy = RetryPolicy(),
         max_concurrency: int = 8,
         instrument_ttl_s: float = 300.0,
-        balance_ttl_s: float = 2.0,
+        balance_interval_s: float = 5.0,
         balance_after_fill_s: float = 0.5,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         settle_coin: str = "USDT",
@@ -95,13 +96,11 @@ class BybitExchange:
         self._category = category
         self._settle_coin = settle_coin
         self._instrument_ttl_s = instrument_ttl_s
-        self._balance_ttl_s = balance_ttl_s
         self._instruments: dict[str, Instrument] | None = None
         self._instruments_at = 0.0
         self._instruments_lock = anyio.Lock()
-        self._balances: dict[str, tuple[float, WalletBalance]] = {}  # coin → (expires at, wallet)
-        self._balance_generation = 0
-        self._balance_after_fill_s = balance_after_fill_s  # how long a pre-fill balance may still serve
+        self._balance = BackgroundBalance(self._fetch_wallet, interval_s=balance_interval_s,
+                                          after_fill_s=balance_after_fill_s)  # fmt: skip
         self._tickers = FreshTickers(self._fetch_tickers)
         self._stream = stream
 
@@ -150,28 +149,35 @@ class BybitExchange:
 
     async def available_balance(self, coin: str = "USDT") -> Decimal:
         """What new ``coin`` orders can use: on a Unified account the account-wide figure
-        (contract §16). Cached for ``balance_ttl_s`` (see :meth:`invalidate_balance`)."""
+        (contract §16). The last figure read in the background (contract §14.2: never a read
+        while a signal waits, but for the very first; see :mod:`ordermgr.bybit.balance`)."""
         return (await self.wallet(coin)).available
 
     async def wallet(self, coin: str = "USDT") -> WalletBalance:
         """The available figure with the coin's own wallet balance and equity (for display)."""
-        cached = self._balances.get(coin)
-        if cached is not None and anyio.current_time() < cached[0]:
-            return cached[1]
-        generation, fetched_at = self._balance_generation, anyio.current_time()
-        result = await self._client.read("get_wallet_balance", accountType="UNIFIED", coin=coin)
-        wallet = parse_wallet(result, coin)
-        # A fill during the fetch may not be in this figure: keep it only briefly then.
-        ttl_s = self._balance_ttl_s if generation == self._balance_generation else self._balance_after_fill_s
-        self._balances[coin] = (fetched_at + min(ttl_s, self._balance_ttl_s), wallet)
-        return wallet
+        return await self._balance.wallet(coin)
+
+    async def refresh_balance(self, coin: str = "USDT") -> WalletBalance:
+        """Read the wallet now (a private request: it also proves the credentials)."""
+        return await self._balance.refresh(coin)
 
     def invalidate_balance(self) -> None:
-        """After a fill: the cached balances expire within ``balance_after_fill_s``, so they are
-        refreshed soon after fills without a request per fill during a burst."""
-        soon = anyio.current_time() + self._balance_after_fill_s
-        self._balances = {coin: (min(expires, soon), value) for coin, (expires, value) in self._balances.items()}
-        self._balance_generation += 1
+        """A fill changed the wallet: the background reads it within ``balance_after_fill_s``
+        (one read for the fills of a burst)."""
+        self._balance.fill_happened()
+
+    async def keep_balance_fresh(self) -> None:
+        """Read the wallet in the background until cancelled: at start, after fills, and every
+        ``balance_interval_s``."""
+        await self._balance.run()
+
+    async def next_balance_refresh(self) -> None:
+        """Until the background's next round of wallet reads has finished."""
+        await self._balance.next_refresh()
+
+    async def _fetch_wallet(self, coin: str) -> WalletBalance:
+        result = await self._client.read("get_wallet_balance", accountType="UNIFIED", coin=coin)
+        return parse_wallet(result, coin)
 
     async def find_order(
         self, symbol: str, order_link_id: str, *, lane: Priority = Priority.READ

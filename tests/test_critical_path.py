@@ -1,7 +1,10 @@
-"""The reference price from ws-gateway's ticker stream (contract §14.1), with the whole service, the
-real RabbitMQ and PostgreSQL, and the paper venue playing ws-gateway: a fresh stream price costs
-no REST ticker read; an old one, or a stopped stream, falls back to the REST ticker within the
-age limit, so no order is sized on an older price."""
+"""Nothing on the critical path but the order (contract §14), with the whole service, the real
+RabbitMQ and PostgreSQL, and the paper venue playing ws-gateway.
+
+The reference price comes from the ticker stream (§14.1): a fresh stream price costs no REST
+ticker read; an old one, or a stopped stream, falls back to the REST ticker within the age
+limit, so no order is sized on an older price. The balance is read in the background (§14.2):
+signals do not read the wallet."""
 
 from __future__ import annotations
 
@@ -27,9 +30,16 @@ GATEWAY_KEY = "gateway-test-key"
 TICKERS = "/v5/market/tickers"
 
 
-def signal(signal_id: str, amount: str = "1000") -> bytes:
-    return json.dumps({"signal_id": signal_id, "signal_type": "buy", "asset": "BTCUSDT", "amount": amount,
-                       "confidence": 0.95, "timestamp": "2026-11-23T10:00:00Z"}).encode()  # fmt: skip
+WALLET = "/v5/account/wallet-balance"
+
+
+def signal(signal_id: str, amount: str = "1000", *, resting: bool = False) -> bytes:
+    """A Market buy; ``resting``: a Limit buy 0.5 % under the price (low confidence, wide spread)."""
+    body: dict[str, object] = {"signal_id": signal_id, "signal_type": "buy", "asset": "BTCUSDT", "amount": amount,
+                               "confidence": 0.5 if resting else 0.95, "timestamp": "2026-11-23T10:00:00Z"}  # fmt: skip
+    if resting:
+        body["market_data_snapshot"] = {"price": 50000, "spread": 500}
+    return json.dumps(body).encode()
 
 
 def decided(conninfo: str, signal_id: str) -> tuple[Decimal, datetime]:
@@ -45,9 +55,9 @@ def rest_tickers(venue: PaperVenue) -> int:
     return venue.request_counts.get(TICKERS, 0)
 
 
-async def handled(service: RunningService, signal_id: str, acknowledged: int) -> None:
+async def handled(service: RunningService, signal_id: str, acknowledged: int, **options: Any) -> None:
     """Publish one signal and wait until it is acknowledged (the ``acknowledged``-th ack)."""
-    await publish(signal(signal_id))
+    await publish(signal(signal_id, **options))
     await service.logs.wait_for("signal acknowledged", count=acknowledged)
 
 
@@ -125,6 +135,21 @@ async def test_a_stopped_stream_falls_back_within_the_limit(fresh: str) -> None:
     assert all(age <= limit_s + slack_s for _, age in stale), stale
     assert rest_tickers(venue) > read_before
     assert service.logs.count("ticker stream not fresh; reference price from the REST ticker") >= 1
+
+
+async def test_signals_do_not_read_the_wallet(fresh: str) -> None:
+    """Ten resting orders (no fill to refresh the balance after): the wallet is read at start (two
+    reads, which may still be under way) and on the background's own clock (every 5 s, and the
+    venue check every 15 s), never per signal."""
+    venue = gateway_venue()
+    async with running_service(venue=venue) as service:
+        await handled(service, "first", 1, resting=True)
+        reads, started = venue.request_counts.get(WALLET, 0), time.monotonic()
+        for n in range(2, 12):
+            await handled(service, f"resting-{n}", n, resting=True)
+        reads_during, elapsed_s = venue.request_counts.get(WALLET, 0) - reads, time.monotonic() - started
+    assert len(venue.engine.open_orders()) == 11
+    assert reads_during <= 2 + elapsed_s / 5 + elapsed_s / 15 < 10, (reads_during, elapsed_s)
 
 
 async def publish_ticker(payload: dict[str, object]) -> None:
