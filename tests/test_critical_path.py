@@ -152,6 +152,27 @@ async def test_signals_do_not_read_the_wallet(fresh: str) -> None:
     assert reads_during <= 2 + elapsed_s / 5 + elapsed_s / 15 < 10, (reads_during, elapsed_s)
 
 
+async def test_the_balance_a_signal_may_use_is_less_what_our_open_orders_commit(fresh: str) -> None:
+    """1000 USDT; an order may use all of it (ratio 1). A resting 600 USDT buy commits 597: a
+    second 600 USDT buy is refused, a 300 USDT one goes."""
+    venue = paper_venue(amqp_url=support.AMQP_URL, initial_balance=Decimal(1000))
+    env = {"ORDERMANAGER_MAX_ORDER_SIZE_RATIO": "1"}
+    async with running_service(env, venue=venue) as service:
+        await handled(service, "resting-600", 1, amount="600", resting=True)
+        await handled(service, "second-600", 2, amount="600", resting=True)
+        await handled(service, "third-300", 3, amount="300", resting=True)
+    with psycopg.connect(fresh, row_factory=dict_row) as conn:
+        statuses: Any = {r["signal_id"]: r for r in conn.execute(
+            "SELECT signal_id, status, rejection_code, rejection_details FROM signals").fetchall()}  # fmt: skip
+    assert [statuses[s]["status"] for s in ("resting-600", "second-600", "third-300")] == ["accepted", "rejected",
+                                                                                            "accepted"]  # fmt: skip
+    refused = statuses["second-600"]
+    assert refused["rejection_code"] == "exceeds_order_size_ratio"
+    # 1000 less the 597 committed (less the venue's own margin for the resting order too, when a
+    # background read came after it: without our subtraction 940 would have let 600 through).
+    assert Decimal(refused["rejection_details"]["available_balance"]) <= Decimal(1000) - Decimal("0.012") * 49750
+
+
 async def publish_ticker(payload: dict[str, object]) -> None:
     """One ws-gateway ticker event, on the queue declared as ws-gateway declares it."""
     body = json.dumps({"event_id": "e1", "event_type": "ticker", "topic": f"tickers.{payload['symbol']}",
