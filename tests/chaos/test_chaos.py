@@ -102,3 +102,10 @@ async def test_sigterm_mid_stream_drains_and_exits_0(
     clean_database: str, tmp_path: Path, sizes: Sizes, chaos_results: list[ScenarioResult]
 ) -> None:
     await run("sigterm", scenarios.sigterm, clean_database, tmp_path, sizes, chaos_results)
+
+
+@known_bug("ticker-stall")
+async def test_the_ticker_stream_stalls_mid_stream(
+    clean_database: str, tmp_path: Path, sizes: Sizes, chaos_results: list[ScenarioResult]
+) -> None:
+    await run("ticker-stall", scenarios.ticker_stall, clean_database, tmp_path, sizes, chaos_results)
