@@ -7,7 +7,7 @@ import json
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -159,10 +159,10 @@ class VenueControl:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
 
-    async def _request(self, method: str, path: str) -> dict[str, Any]:
+    async def _request(self, method: str, path: str, sent: Mapping[str, Any] | None = None) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.request(method, self.base_url + path) as response:
+            async with session.request(method, self.base_url + path, json=sent) as response:
                 response.raise_for_status()
                 body: dict[str, Any] = await response.json()
                 return body
@@ -175,6 +175,9 @@ class VenueControl:
 
     async def reset(self) -> None:
         await self._request("POST", "/paper/reset")
+
+    async def set_faults(self, **faults: Any) -> None:
+        await self._request("POST", "/paper/faults", faults)
 
     async def wait_up(self, timeout_s: float) -> None:
         with anyio.fail_after(timeout_s):

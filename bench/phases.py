@@ -16,7 +16,7 @@ import attrs
 
 from bench import infra, measure, procs, publisher
 from bench.listings import bench_listings, extra_symbols_needed, pick_symbols, prices
-from bench.subjects import PAPER_KEY, PAPER_SECRET, Subject
+from bench.subjects import GATEWAY_KEY, PAPER_KEY, PAPER_SECRET, Subject
 
 POLL_S = 0.5  # progress polling; the bench is not a test, polling is fine here
 # Nothing settled for this long while the queue holds nothing ready: the missing signals went
@@ -41,6 +41,9 @@ class Settings:
     quiet_wait_s: float = 120.0
     profile: bool = False  # py-spy on ordermgr during its burst
     daemon_env: Mapping[str, str] = attrs.field(factory=dict)  # more of ordermgr's variables
+    # The venue's prices step (and its ticker stream publishes) this often, as Bybit pushes
+    # tickers every 100 ms; 0 = frozen prices, and every reference price is read over REST.
+    price_walk_s: float = 0.1
 
     @property
     def logs(self) -> Path:
@@ -53,6 +56,7 @@ class PhaseResult:
     phase: str
     signals: int
     rate: float  # requested publish rate, 0 = as fast as possible
+    venue_latency_ms: float  # the network delay the venue added to every request (0 = none)
     publish_s: float
     publish_rate: float
     publish_max_lag_s: float
@@ -125,8 +129,9 @@ class Stage:
         port = infra.free_port()
         argv = [sys.executable, "-m", "bench.venue", "--host", "127.0.0.1", "--port", str(port),
                 "--api-key", PAPER_KEY, "--api-secret", PAPER_SECRET, "--seed", "0",
-                "--price-walk-interval", "0", "--initial-balance", "1000000000000",
-                "--extra-symbols", str(extra_symbols_needed(s.symbols, s.amount_usdt))]  # fmt: skip
+                "--price-walk-interval", str(s.price_walk_s), "--initial-balance", "1000000000000",
+                "--extra-symbols", str(extra_symbols_needed(s.symbols, s.amount_usdt)),
+                "--ws-gateway", "--gateway-api-key", GATEWAY_KEY]  # fmt: skip
         if not s.enforce_limits:
             argv += ["--lift-rate-limits"]
         if s.venue_events:
@@ -231,13 +236,19 @@ async def _wait_settled(stage: Stage, expected: int, deadline: float) -> int:
     return max(settled, 0)
 
 
-async def run_phase(settings: Settings, subject: Subject, phase: str, count: int, rate: float) -> PhaseResult:
+async def run_phase(
+    settings: Settings, subject: Subject, phase: str, count: int, rate: float, venue_latency_ms: float = 0.0
+) -> PhaseResult:
+    """One run; ``venue_latency_ms``: a network delay added to every venue request (market data
+    included) once the subject is ready, so each round trip on a signal's path shows."""
     tag = f"{subject.name}-{phase}"
     symbols = pick_symbols(settings.symbols, settings.amount_usdt)
     items = publisher.plan(tag, count, symbols)
     prices = _prices(settings)
     async with Stage(settings, subject, tag) as stage:
         assert stage.child is not None and stage.venue is not None and stage.control is not None
+        if venue_latency_ms:
+            await stage.control.set_faults(network_latency_s=venue_latency_ms / 1000)
         pid, venue_pid = stage.child.pid, stage.venue.pid
         profiled = settings.profile and phase == "burst" and subject.name == "ordermgr"
         spy = _start_profiler(settings, stage.child, tag) if profiled else None
@@ -282,7 +293,7 @@ async def run_phase(settings: Settings, subject: Subject, phase: str, count: int
     if refused:
         print(f"  ! {tag}: {refused} signals refused (no venue order); see {stage.child.log_path}", flush=True)
     return PhaseResult(
-        subject=subject.name, phase=phase, signals=count, rate=rate,
+        subject=subject.name, phase=phase, signals=count, rate=rate, venue_latency_ms=venue_latency_ms,
         publish_s=report.duration_s, publish_rate=report.achieved_rate, publish_max_lag_s=report.max_lag_s,
         settled=settled, refused=refused, placed=len(ours),
         throughput=measure.throughput(list(ours.values())), latency=measure.LatencyStats.of(latencies),
