@@ -45,7 +45,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--skip-floor", action="store_true", help="measure ordermgr only (no ratios)")
     add("--skip-ordermgr", action="store_true", help="measure the floor only")
     add("--no-venue-events", action="store_true",
-        help="venue publishes no ws-gateway.order events (nor ticker events: ordermgr then reads every price over REST)")
+        help="venue publishes no ws-gateway.order events (nor ticker events: every price is read over REST)")
     add("--price-walk", type=float, default=0.1,
         help="seconds between the venue's price steps, each on its ticker stream (default 0.1, as Bybit pushes "
              "tickers); 0 = frozen prices: ordermgr's stream prices age and it reads the REST ticker")

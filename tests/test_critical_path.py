@@ -46,8 +46,8 @@ def decided(conninfo: str, signal_id: str) -> tuple[Decimal, datetime]:
     """The reference price a signal's order was sized on, and when its order was decided."""
     with psycopg.connect(conninfo, row_factory=dict_row) as conn:
         row: Any = conn.execute(
-            "SELECT s.decision->>'reference_price' AS price, o.created_at FROM signals s JOIN orders o USING (signal_id) "
-            "WHERE s.signal_id = %s", (signal_id,)).fetchone()  # fmt: skip
+            "SELECT s.decision->>'reference_price' AS price, o.created_at FROM signals s "
+            "JOIN orders o USING (signal_id) WHERE s.signal_id = %s", (signal_id,)).fetchone()  # fmt: skip
     return Decimal(row["price"]), row["created_at"]
 
 

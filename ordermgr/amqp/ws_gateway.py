@@ -203,12 +203,15 @@ class TickerFeed:
         self._unreadable += 1
         now = anyio.current_time()
         if self._logged_at is None or now - self._logged_at >= UNREADABLE_LOG_EVERY_S:
-            log.warning("ticker event not understood; dropped", extra={
-                "error": str(exc), "body": body[:200].decode(errors="replace"), "dropped": self._unreadable})  # fmt: skip
+            body_text = body[:200].decode(errors="replace")
+            log.warning("ticker event not understood; dropped",
+                        extra={"error": str(exc), "body": body_text, "dropped": self._unreadable})  # fmt: skip
             self._logged_at, self._unreadable = now, 0
 
 
-async def follow_tickers(broker: Broker, take: Callable[[TickerItem], None], *, prefetch: int = TICKER_PREFETCH) -> None:
+async def follow_tickers(
+    broker: Broker, take: Callable[[TickerItem], None], *, prefetch: int = TICKER_PREFETCH
+) -> None:
     """Consume ``ws-gateway.ticker`` (declared as ws-gateway declares it) into ``take`` until cancelled."""
     feed = TickerFeed(take)
     async with anyio.create_task_group() as tg:

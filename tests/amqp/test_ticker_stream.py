@@ -58,8 +58,9 @@ async def test_the_first_ask_subscribes_and_the_stream_is_consumed_snapshot_then
 ) -> None:
     await reset_queues(TICKER_QUEUE)
     caplog.set_level(logging.WARNING, logger="ordermgr")
-    async with running_venue(ws_gateway=True, gateway_api_key=KEY, amqp_url=support.AMQP_URL,
-                             initial_prices={"BTCUSDT": Decimal("50000")}) as venue, taken_tickers() as items:  # fmt: skip
+    prices = {"BTCUSDT": Decimal("50000")}
+    async with running_venue(ws_gateway=True, gateway_api_key=KEY, amqp_url=support.AMQP_URL, initial_prices=prices
+                             ) as venue, taken_tickers() as items:  # fmt: skip
         assert venue.base_url is not None
         subscriptions = TickerSubscriptions(venue.base_url, KEY, "order-manager")
         async with anyio.create_task_group() as tg:
