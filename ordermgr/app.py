@@ -195,21 +195,19 @@ async def run(
                 venue = PaperVenue(_paper_config(config))
                 base_url = gateway_url = await outer.start(venue.run)  # it plays ws-gateway too
             assert base_url is not None
+            feed = MarketFeed.of(config, gateway_url)
             exchange = BybitExchange(
                 api_key=config.bybit_api_key, api_secret=config.bybit_api_secret, base_url=base_url,
-                timeout_s=config.order_execution_timeout_s, retry=config.retry, budget=budget,
-                stream=_follow_tickers(outer, config, broker, gateway_url),
+                timeout_s=config.order_execution_timeout_s, retry=config.retry, budget=budget, stream=feed.prices,
             )  # fmt: skip
             outer.start_soon(lambda: watch_venue(exchange, state, private=not config.dry_run))
-            if not config.dry_run:  # contract §14.2: the wallet is read in the background, never by a signal
-                outer.start_soon(exchange.keep_balance_fresh)
             if not config.is_paper:
                 outer.start_soon(lambda: keep_subscribed(config.ws_gateway_url, config.ws_gateway_api_key,
                                                          config.service_name, state.set_ws_gateway))  # fmt: skip
             try:
                 if await unless_stopped(stop, lambda: migrate_until_done(config)):
                     state.migrated = True
-                    await run_trading(config, store, broker, exchange, state, stop, sync)
+                    await run_trading(config, store, broker, exchange, state, stop, sync, feed)
             finally:
                 state.stopping = True
                 await exchange.aclose()
@@ -230,21 +228,39 @@ def _paper_config(config: Config) -> PaperConfig:
     )
 
 
-def _follow_tickers(tg: anyio.abc.TaskGroup, config: Config, broker: Broker, gateway_url: str) -> StreamPrices | None:
-    """Contract §14.1: reference prices from ws-gateway's ticker stream, each symbol's channel
-    asked for at its first signal. None (every price over REST) when the age limit is 0."""
-    if config.price_max_age_ms == 0:
-        return None
-    subscriptions = TickerSubscriptions(gateway_url, config.ws_gateway_api_key, config.service_name)
-    prices = StreamPrices(config.price_max_age_ms, on_first_ask=subscriptions.want)
-    tg.start_soon(subscriptions.run)
-    tg.start_soon(lambda: follow_tickers(broker, prices.take))
-    return prices
+@attrs.frozen
+class MarketFeed:
+    """Contract §14: what a signal needs of the market, kept ready in the background so it waits
+    for neither. ``prices``: ws-gateway's ticker stream (§14.1; None when the age limit is 0,
+    then every price is read over REST), each symbol's channel asked for at its first signal;
+    ``read_wallet``: the balance read in the background (§14.2; not in dry-run, which makes no
+    private call). It runs with the trading (``run_trading``), as the consumers of the other
+    queues do."""
+
+    prices: StreamPrices | None
+    subscriptions: TickerSubscriptions | None
+    read_wallet: bool
+
+    @classmethod
+    def of(cls, config: Config, gateway_url: str) -> MarketFeed:
+        if config.price_max_age_ms == 0:
+            return cls(None, None, read_wallet=not config.dry_run)
+        subscriptions = TickerSubscriptions(gateway_url, config.ws_gateway_api_key, config.service_name)
+        prices = StreamPrices(config.price_max_age_ms, on_first_ask=subscriptions.want)
+        return cls(prices, subscriptions, read_wallet=not config.dry_run)
+
+    async def run(self, broker: Broker, exchange: BybitExchange) -> None:
+        async with anyio.create_task_group() as tg:
+            if self.prices is not None and self.subscriptions is not None:
+                tg.start_soon(self.subscriptions.run)
+                tg.start_soon(follow_tickers, broker, self.prices.take)
+            if self.read_wallet:
+                tg.start_soon(exchange.keep_balance_fresh)
 
 
 async def run_trading(
     config: Config, store: PgStore, broker: Broker, exchange: BybitExchange, state: ServiceState, stop: anyio.Event,
-    sync: SyncService,
+    sync: SyncService, feed: MarketFeed,
 ) -> None:
     """Outbox publisher outermost (it flushes last), then the actors, then order updates and
     timers, then intake innermost (it stops first)."""
@@ -264,6 +280,7 @@ async def run_trading(
             async with open_supervisor(lambda symbol: SymbolActor(symbol, deps), capacity) as supervisor:
                 async with anyio.create_task_group() as background:
                     background.start_soon(_follow_orders, broker, supervisor, config.prefetch, capacity)
+                    background.start_soon(feed.run, broker, exchange)
                     if await unless_stopped(stop, lambda: _reconcile_at_startup(supervisor, store)):
                         state.reconciled = True
                         sync.attach(supervisor, exchange)
