@@ -29,7 +29,7 @@ BENCH_DB: Final = "ordermgr_bench"
 BENCH_DSN: Final = f"host=127.0.0.1 port=5432 dbname={BENCH_DB} user=postgres"
 SIGNAL_QUEUE: Final = "model-service.trading_signals"
 # Every queue a run touches: the input, the venue's order stream, the daemon's output.
-QUEUES: Final = (SIGNAL_QUEUE, "ws-gateway.order", "order-manager.order_events")
+QUEUES: Final = (SIGNAL_QUEUE, "ws-gateway.order", "ws-gateway.ticker", "order-manager.order_events")
 HISTORY_PAGE: Final = 50  # Bybit's maximum for /v5/order/history
 
 
@@ -178,6 +178,17 @@ class VenueControl:
 
     async def set_faults(self, **faults: Any) -> None:
         await self._request("POST", "/paper/faults", faults)
+
+    async def subscribe_tickers(self, symbols: Iterable[str], api_key: str) -> None:
+        """Ask the venue's ws-gateway stand-in for these symbols' ticker channels (201 or 409)."""
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for symbol in symbols:
+                body = {"channel_type": "ticker", "symbol": symbol, "requesting_service": "bench"}
+                async with session.post(self.base_url + "/api/v1/subscriptions", json=body,
+                                        headers={"X-API-Key": api_key}) as response:  # fmt: skip
+                    if response.status not in (201, 409):
+                        raise RuntimeError(f"ticker subscription for {symbol}: HTTP {response.status}")
 
     async def wait_up(self, timeout_s: float) -> None:
         with anyio.fail_after(timeout_s):

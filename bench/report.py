@@ -74,6 +74,8 @@ def rows(results: Results) -> list[list[str]]:
         out.append(_row("  publish→venue max (ms)", *both("latency.max_ms")))
         out.append(_row("  CPU (s)", *both("cpu_s"), digits=2))
         out.append(_row("  CPU per signal (ms)", *both("cpu_ms_per_signal"), digits=2))
+        out.append(_row("  CPU before any signal (% of a core)", *both("idle_cpu_pct"),
+                        note="ordermgr: the ticker stream (in CPU above too)"))  # fmt: skip
         out.append(_row("  peak RSS (MiB)", *both("peak_rss_mb")))
         out.append(_row("  venue CPU (s)", *both("venue_cpu_s"), digits=2))
         out.append(_row("  machine busy, all cores (%)", *both("system_busy_pct"), note="context, not a target"))
