@@ -7,7 +7,7 @@ import json
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,7 +29,7 @@ BENCH_DB: Final = "ordermgr_bench"
 BENCH_DSN: Final = f"host=127.0.0.1 port=5432 dbname={BENCH_DB} user=postgres"
 SIGNAL_QUEUE: Final = "model-service.trading_signals"
 # Every queue a run touches: the input, the venue's order stream, the daemon's output.
-QUEUES: Final = (SIGNAL_QUEUE, "ws-gateway.order", "order-manager.order_events")
+QUEUES: Final = (SIGNAL_QUEUE, "ws-gateway.order", "ws-gateway.ticker", "order-manager.order_events")
 HISTORY_PAGE: Final = 50  # Bybit's maximum for /v5/order/history
 
 
@@ -159,10 +159,10 @@ class VenueControl:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
 
-    async def _request(self, method: str, path: str) -> dict[str, Any]:
+    async def _request(self, method: str, path: str, sent: Mapping[str, Any] | None = None) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.request(method, self.base_url + path) as response:
+            async with session.request(method, self.base_url + path, json=sent) as response:
                 response.raise_for_status()
                 body: dict[str, Any] = await response.json()
                 return body
@@ -175,6 +175,20 @@ class VenueControl:
 
     async def reset(self) -> None:
         await self._request("POST", "/paper/reset")
+
+    async def set_faults(self, **faults: Any) -> None:
+        await self._request("POST", "/paper/faults", faults)
+
+    async def subscribe_tickers(self, symbols: Iterable[str], api_key: str) -> None:
+        """Ask the venue's ws-gateway stand-in for these symbols' ticker channels (201 or 409)."""
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for symbol in symbols:
+                body = {"channel_type": "ticker", "symbol": symbol, "requesting_service": "bench"}
+                async with session.post(self.base_url + "/api/v1/subscriptions", json=body,
+                                        headers={"X-API-Key": api_key}) as response:  # fmt: skip
+                    if response.status not in (201, 409):
+                        raise RuntimeError(f"ticker subscription for {symbol}: HTTP {response.status}")
 
     async def wait_up(self, timeout_s: float) -> None:
         with anyio.fail_after(timeout_s):

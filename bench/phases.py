@@ -16,7 +16,7 @@ import attrs
 
 from bench import infra, measure, procs, publisher
 from bench.listings import bench_listings, extra_symbols_needed, pick_symbols, prices
-from bench.subjects import PAPER_KEY, PAPER_SECRET, Subject
+from bench.subjects import GATEWAY_KEY, PAPER_KEY, PAPER_SECRET, Subject
 
 POLL_S = 0.5  # progress polling; the bench is not a test, polling is fine here
 # Nothing settled for this long while the queue holds nothing ready: the missing signals went
@@ -41,6 +41,9 @@ class Settings:
     quiet_wait_s: float = 120.0
     profile: bool = False  # py-spy on ordermgr during its burst
     daemon_env: Mapping[str, str] = attrs.field(factory=dict)  # more of ordermgr's variables
+    # The venue's prices step (and its ticker stream publishes) this often, as Bybit pushes
+    # tickers every 100 ms; 0 = frozen prices, and every reference price is read over REST.
+    price_walk_s: float = 0.1
 
     @property
     def logs(self) -> Path:
@@ -53,6 +56,7 @@ class PhaseResult:
     phase: str
     signals: int
     rate: float  # requested publish rate, 0 = as fast as possible
+    venue_latency_ms: float  # the network delay the venue added to every request (0 = none)
     publish_s: float
     publish_rate: float
     publish_max_lag_s: float
@@ -64,6 +68,7 @@ class PhaseResult:
     wall_s: float  # first publish → last signal settled
     cpu_s: float  # subject's CPU between first publish and last settle
     cpu_ms_per_signal: float
+    idle_cpu_pct: float  # the subject's CPU before any signal, % of one core (ordermgr: the ticker stream)
     peak_rss_mb: float  # VmHWM over the subject's life
     end_rss_mb: float
     venue_cpu_s: float
@@ -125,8 +130,9 @@ class Stage:
         port = infra.free_port()
         argv = [sys.executable, "-m", "bench.venue", "--host", "127.0.0.1", "--port", str(port),
                 "--api-key", PAPER_KEY, "--api-secret", PAPER_SECRET, "--seed", "0",
-                "--price-walk-interval", "0", "--initial-balance", "1000000000000",
-                "--extra-symbols", str(extra_symbols_needed(s.symbols, s.amount_usdt))]  # fmt: skip
+                "--price-walk-interval", str(s.price_walk_s), "--initial-balance", "1000000000000",
+                "--extra-symbols", str(extra_symbols_needed(s.symbols, s.amount_usdt)),
+                "--ws-gateway", "--gateway-api-key", GATEWAY_KEY]  # fmt: skip
         if not s.enforce_limits:
             argv += ["--lift-rate-limits"]
         if s.venue_events:
@@ -137,6 +143,10 @@ class Stage:
                                  log_path=s.logs / f"{self.tag}-venue.log")  # fmt: skip
         self.control = infra.VenueControl(f"http://127.0.0.1:{port}")
         await self.control.wait_up(30)
+        # The market streams before the first signal, as it does in production (ws-gateway has the
+        # channels from earlier or for other services): the venue publishes the run's tickers
+        # for either subject, and ordermgr consumes them from its start.
+        await self.control.subscribe_tickers(pick_symbols(s.symbols, s.amount_usdt), GATEWAY_KEY)
         self.child = self.subject.start(s.repo, self.control.base_url, s.logs / f"{self.tag}-{self.subject.name}.log",
                                         s.daemon_env)  # fmt: skip
         await procs.wait_for_line(self.child, self.subject.ready_line, 90)
@@ -180,17 +190,27 @@ async def wait_quiet(threshold_pct: float, limit_s: float) -> float:
             return busy
 
 
-async def quiesce(pid: int, *, idle_cpu_s: float = 0.01, window_s: float = 0.5, limit_s: float = 15.0) -> None:
+async def quiesce(
+    pid: int, *, idle_rate: float = 0.0, idle_cpu_s: float = 0.01, window_s: float = 0.5, limit_s: float = 15.0
+) -> None:
     """Wait until the process is idle (trailing work such as fills and outbox publishing is part
-    of the cost of the signals), at most ``limit_s``."""
+    of the cost of the signals), at most ``limit_s``. ``idle_rate``: the CPU seconds per second
+    it spends with no signal at all (ordermgr consuming the ticker stream), which never stops."""
     deadline = time.monotonic() + limit_s
     before = measure.cpu_seconds(pid)
     while time.monotonic() < deadline:
         await anyio.sleep(window_s)
         now = measure.cpu_seconds(pid)
-        if now - before <= idle_cpu_s:
+        if now - before <= idle_cpu_s + 1.5 * idle_rate * window_s:
             return
         before = now
+
+
+async def idle_cpu_rate(pid: int, window_s: float = 1.0) -> float:
+    """CPU seconds per second the process spends before any signal (ordermgr: the ticker stream)."""
+    before = measure.cpu_seconds(pid)
+    await anyio.sleep(window_s)
+    return (measure.cpu_seconds(pid) - before) / window_s
 
 
 @attrs.define
@@ -231,19 +251,26 @@ async def _wait_settled(stage: Stage, expected: int, deadline: float) -> int:
     return max(settled, 0)
 
 
-async def run_phase(settings: Settings, subject: Subject, phase: str, count: int, rate: float) -> PhaseResult:
+async def run_phase(
+    settings: Settings, subject: Subject, phase: str, count: int, rate: float, venue_latency_ms: float = 0.0
+) -> PhaseResult:
+    """One run; ``venue_latency_ms``: a network delay added to every venue request (market data
+    included) once the subject is ready, so each round trip on a signal's path shows."""
     tag = f"{subject.name}-{phase}"
     symbols = pick_symbols(settings.symbols, settings.amount_usdt)
     items = publisher.plan(tag, count, symbols)
     prices = _prices(settings)
     async with Stage(settings, subject, tag) as stage:
         assert stage.child is not None and stage.venue is not None and stage.control is not None
+        if venue_latency_ms:
+            await stage.control.set_faults(network_latency_s=venue_latency_ms / 1000)
         pid, venue_pid = stage.child.pid, stage.venue.pid
         profiled = settings.profile and phase == "burst" and subject.name == "ordermgr"
         spy = _start_profiler(settings, stage.child, tag) if profiled else None
         if spy is not None:
             await anyio.sleep(0.5)  # let py-spy attach before the first signal
         baseline_busy = await wait_quiet(settings.quiet_pct, settings.quiet_wait_s)
+        idle_rate = await idle_cpu_rate(pid)
         if baseline_busy > settings.quiet_pct > 0:
             print(f"  ! {tag}: the machine is {baseline_busy:.0f} % busy before the run (others' work?); "
                   "figures will be noisy", flush=True)  # fmt: skip
@@ -258,7 +285,7 @@ async def run_phase(settings: Settings, subject: Subject, phase: str, count: int
             tg.cancel_scope.cancel()
         wall_s = time.monotonic() - report.started
         system_busy = measure.busy_percent(system0, measure.system_cpu())
-        await quiesce(pid)
+        await quiesce(pid, idle_rate=idle_rate)
         cpu_s = measure.cpu_seconds(pid) - cpu0
         venue_cpu_s = measure.cpu_seconds(venue_pid) - venue_cpu0
         peak, end = measure.peak_rss_mb(pid), measure.rss_mb(pid)
@@ -282,11 +309,12 @@ async def run_phase(settings: Settings, subject: Subject, phase: str, count: int
     if refused:
         print(f"  ! {tag}: {refused} signals refused (no venue order); see {stage.child.log_path}", flush=True)
     return PhaseResult(
-        subject=subject.name, phase=phase, signals=count, rate=rate,
+        subject=subject.name, phase=phase, signals=count, rate=rate, venue_latency_ms=venue_latency_ms,
         publish_s=report.duration_s, publish_rate=report.achieved_rate, publish_max_lag_s=report.max_lag_s,
         settled=settled, refused=refused, placed=len(ours),
         throughput=measure.throughput(list(ours.values())), latency=measure.LatencyStats.of(latencies),
         wall_s=wall_s, cpu_s=cpu_s, cpu_ms_per_signal=cpu_s * 1000 / count if count else math.nan,
+        idle_cpu_pct=idle_rate * 100,
         peak_rss_mb=peak, end_rss_mb=end, venue_cpu_s=venue_cpu_s, system_busy_pct=system_busy,
         baseline_busy_pct=baseline_busy, db_commits_per_signal=(db.commits - own) / count,
         db_rows_per_signal=db.rows_written / count,

@@ -21,6 +21,9 @@ RSS_MAX_MB: Final = 150.0  # absolute, after 100 000 signals
 FLAT_MAX_MB_PER_MIN: Final = 0.5
 
 Results = Mapping[str, Mapping[str, PhaseResult]]  # subject → phase → result
+# burst and paced as they come; delayed: paced with a network delay on every venue request
+# (--venue-latency-ms), where each round trip on a signal's path adds to its latency.
+PHASES: Final = ("burst", "paced", "delayed")
 
 
 @attrs.frozen
@@ -51,13 +54,14 @@ def _get(results: Results, subject: str, phase: str) -> PhaseResult | None:
 
 def rows(results: Results) -> list[list[str]]:
     out: list[list[str]] = []
-    for phase in ("burst", "paced"):
+    for phase in PHASES:
         f, o = _get(results, "floor", phase), _get(results, "ordermgr", phase)
         any_ = o or f
         if any_ is None:
             continue
         rate = "as fast as possible" if any_.rate == 0 else f"{any_.rate:g}/s"
-        out.append([f"{phase}: {any_.signals} signals, {rate}", "", "", "", ""])
+        delay = f", venue +{any_.venue_latency_ms:g} ms per request" if any_.venue_latency_ms else ""
+        out.append([f"{phase}: {any_.signals} signals, {rate}{delay}", "", "", "", ""])
 
         def both(attr: str) -> tuple[float | None, float | None]:
             return (_attr(f, attr), _attr(o, attr))
@@ -70,6 +74,8 @@ def rows(results: Results) -> list[list[str]]:
         out.append(_row("  publish→venue max (ms)", *both("latency.max_ms")))
         out.append(_row("  CPU (s)", *both("cpu_s"), digits=2))
         out.append(_row("  CPU per signal (ms)", *both("cpu_ms_per_signal"), digits=2))
+        out.append(_row("  CPU before any signal (% of a core)", *both("idle_cpu_pct"),
+                        note="ordermgr: the ticker stream (in CPU above too)"))  # fmt: skip
         out.append(_row("  peak RSS (MiB)", *both("peak_rss_mb")))
         out.append(_row("  venue CPU (s)", *both("venue_cpu_s"), digits=2))
         out.append(_row("  machine busy, all cores (%)", *both("system_busy_pct"), note="context, not a target"))
@@ -85,7 +91,7 @@ def rows(results: Results) -> list[list[str]]:
         out.append(_row("  venue orders placed", *both("placed"), digits=0))
         if (f and f.refused) or (o and o.refused):
             out.append(_row("  signals refused (no order)", *both("refused"), digits=0))
-        if phase == "paced":
+        if phase != "burst":
             out.append(_row("  achieved publish rate (/s)", *both("publish_rate")))
     return out
 
@@ -178,7 +184,7 @@ def write_json(path: Path, results: Results, soak: SoakResult | None, settings: 
 
 def _ratios(results: Results) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
-    for phase in ("burst", "paced"):
+    for phase in PHASES:
         f, o = _get(results, "floor", phase), _get(results, "ordermgr", phase)
         if not (f and o):
             continue

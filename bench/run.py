@@ -44,7 +44,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="reset the paper venue every N orders during the soak (0 = never)")
     add("--skip-floor", action="store_true", help="measure ordermgr only (no ratios)")
     add("--skip-ordermgr", action="store_true", help="measure the floor only")
-    add("--no-venue-events", action="store_true", help="venue publishes no ws-gateway.order events")
+    add("--no-venue-events", action="store_true",
+        help="venue publishes no ws-gateway.order events (nor ticker events: every price is read over REST)")
+    add("--price-walk", type=float, default=0.1,
+        help="seconds between the venue's price steps, each on its ticker stream (default 0.1, as Bybit pushes "
+             "tickers); 0 = frozen prices: ordermgr's stream prices age and it reads the REST ticker")
+    add("--venue-latency-ms", type=float, default=0,
+        help="add a run with this network delay on every venue request, market data included (e.g. 25): "
+             "each round trip on a signal's path shows in its latency; 0 = no such run")
+    add("--venue-latency-rate", type=float, default=50, help="that run's publish rate per second (default 50)")
+    add("--venue-latency-signals", type=int, default=500, help="that run's signals (default 500)")
     add("--venue-rate-limits", action="store_true",
         help="keep the venue's Bybit limits (10 creates/s, enforced), which ordermgr obeys and the floor meets "
              "as 10006; by default they are lifted so the bench measures ordermgr, not the quota")
@@ -77,21 +86,24 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[str, PhaseResu
         repo=REPO, results=RESULTS, symbols=args.symbols, amount_usdt=args.amount, timeout_s=args.timeout,
         venue_events=not args.no_venue_events, profile=args.profile, count_venue_calls=args.count_venue_calls,
         quiet_pct=args.quiet,
-        enforce_limits=args.venue_rate_limits,
+        enforce_limits=args.venue_rate_limits, price_walk_s=args.price_walk,
     )  # fmt: skip
     subjects: list[Subject] = ([] if args.skip_floor else [FLOOR]) + ([] if args.skip_ordermgr else [ORDERMGR])
-    phases = [("burst", args.signals, args.rate)] if args.signals > 0 else []
+    phases = [("burst", args.signals, args.rate, 0.0)] if args.signals > 0 else []
     if args.paced_rate > 0 and args.paced_signals > 0:
-        phases.append(("paced", args.paced_signals, args.paced_rate))
+        phases.append(("paced", args.paced_signals, args.paced_rate, 0.0))
+    if args.venue_latency_ms > 0 and args.venue_latency_signals > 0:
+        phases.append(("delayed", args.venue_latency_signals, args.venue_latency_rate, args.venue_latency_ms))
     symbols = pick_symbols(args.symbols, args.amount)
     print(f"bench: {len(symbols)} symbols ({', '.join(symbols)}), {args.amount} USDT per signal", flush=True)
     results: dict[str, dict[str, PhaseResult]] = {}
     for subject in subjects:
-        for phase, count, rate in phases:
+        for phase, count, rate, latency_ms in phases:
             label = "as fast as possible" if rate == 0 else f"at {rate:g}/s"
+            label += f", venue +{latency_ms:g} ms per request" if latency_ms else ""
             print(f"bench: {subject.name} {phase}: {count} signals {label} ...", flush=True)
             started = time.monotonic()
-            result = await run_phase(settings, subject, phase, count, rate)
+            result = await run_phase(settings, subject, phase, count, rate, latency_ms)
             results.setdefault(subject.name, {})[phase] = result
             print(f"bench:   {result.throughput:.1f} orders/s, p50 {result.latency.p50_ms:.1f} ms, "
                   f"p99 {result.latency.p99_ms:.1f} ms, CPU {result.cpu_s:.2f} s, "
@@ -107,9 +119,11 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[str, PhaseResu
 
 
 def flood(args: argparse.Namespace) -> int:
+    # Frozen prices (as before the ticker stream): the flood is about the account's quota, and
+    # its probes' resting orders must not fill by a move of the market.
     settings = Settings(repo=REPO, results=RESULTS, symbols=args.symbols, amount_usdt=args.amount,
                         timeout_s=args.timeout, venue_events=not args.no_venue_events, enforce_limits=True,
-                        quiet_pct=args.quiet)  # fmt: skip
+                        quiet_pct=args.quiet, price_walk_s=0.0)  # fmt: skip
     options = ratelimits.FloodSettings(rate=args.flood_rate, seconds=args.flood_seconds, symbols=args.symbols,
                                        max_age_s=args.max_age, probes=args.probes, close_via=args.close_via,
                                        amount_usdt=args.amount)  # fmt: skip

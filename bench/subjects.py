@@ -16,6 +16,7 @@ from bench.infra import AMQP_URL, AMQP_VHOST, BENCH_DB, BENCH_DSN, free_port
 
 PAPER_KEY: Final = "paper-key"
 PAPER_SECRET: Final = "paper-secret"
+GATEWAY_KEY: Final = "bench-gateway-key"
 PREFETCH: Final = 100  # ordermgr's default; the floor uses the same
 # Risk limits "out of the way": nothing the bench sends may be refused for size or exposure.
 HUGE: Final = Decimal("1000000000000")
@@ -62,10 +63,11 @@ def daemon_env(venue_url: str) -> dict[str, str]:
         "RABBITMQ_USER": "guest",
         "RABBITMQ_PASSWORD": "guest",
         "RABBITMQ_VHOST": AMQP_VHOST,
-        # No ws-gateway here: a closed local port fails fast (the paper venue publishes the
-        # order stream itself).
+        # The bench's venue plays ws-gateway (--ws-gateway): the ticker subscriptions go to it
+        # (contract §14.1); it publishes the order stream itself.
         "WS_GATEWAY_HOST": "127.0.0.1",
-        "WS_GATEWAY_PORT": str(free_port()),
+        "WS_GATEWAY_PORT": venue_url.rsplit(":", 1)[1],
+        "WS_GATEWAY_API_KEY": GATEWAY_KEY,
         "ORDERMANAGER_MAX_POSITION_SIZE": str(HUGE),
         "ORDERMANAGER_MAX_EXPOSURE": str(HUGE),
         "ORDERMANAGER_MAX_ORDER_SIZE_RATIO": "1",

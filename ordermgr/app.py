@@ -29,9 +29,10 @@ from ordermgr.amqp.broker import (
     ORDER_UPDATES_ARGUMENTS, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE, Broker, Delivery, Publisher, consume,
     hand_over_to,
 )  # fmt: skip
-from ordermgr.amqp.ws_gateway import keep_subscribed, order_events_to
+from ordermgr.amqp.ws_gateway import TickerSubscriptions, follow_tickers, keep_subscribed, order_events_to
 from ordermgr.bybit.budget import BudgetFigures, RateBudget
 from ordermgr.bybit.exchange import BybitExchange
+from ordermgr.bybit.tickers import StreamPrices
 from ordermgr.config import Config
 from ordermgr.db.controls import ControlStore
 from ordermgr.db.lease import LEADER_CHANNEL, LeaseStore
@@ -172,7 +173,7 @@ async def watch_venue(exchange: BybitExchange, state: ServiceState, *, private: 
         try:
             await exchange.server_time_ms()
             if private:
-                await exchange.available_balance()
+                await exchange.refresh_balance()
             state.venue_ok = True
         except VenueAuthError as exc:
             state.venue_ok = False
@@ -230,14 +231,15 @@ async def run(
             if handle_signals:
                 outer.start_soon(watch_signals, stop)
             task_status.started(port)
-            base_url = config.rest_url
+            base_url, gateway_url = config.rest_url, config.ws_gateway_url
             if config.is_paper and base_url is None:
                 venue = PaperVenue(_paper_config(config))
-                base_url = await outer.start(venue.run)
+                base_url = gateway_url = await outer.start(venue.run)  # it plays ws-gateway too
             assert base_url is not None
+            feed = MarketFeed.of(config, gateway_url)
             exchange = BybitExchange(
                 api_key=config.bybit_api_key, api_secret=config.bybit_api_secret, base_url=base_url,
-                timeout_s=config.order_execution_timeout_s, retry=config.retry, budget=budget,
+                timeout_s=config.order_execution_timeout_s, retry=config.retry, budget=budget, stream=feed.prices,
                 on_answer=controls.venue_answer,
             )  # fmt: skip
             outer.start_soon(lambda: watch_venue(exchange, state, private=not config.dry_run))
@@ -248,7 +250,7 @@ async def run(
                 if await unless_stopped(stop, lambda: migrate_until_done(config)):
                     state.migrated = True
                     outer.start_soon(controls.follow_stored, ControlStore(store))
-                    roles = _Roles(config, store, broker, exchange, state, stop, sync, leadership, controls)
+                    roles = _Roles(config, store, broker, exchange, state, stop, sync, leadership, controls, feed)
                     await roles.run()
             finally:
                 state.stopping = True
@@ -302,6 +304,7 @@ class _Roles:
     sync: SyncService
     leadership: Leadership
     controls: _Controls
+    feed: MarketFeed
 
     async def run(self) -> None:
         while not self.stop.is_set():
@@ -319,21 +322,55 @@ class _Roles:
 
     async def _trade(self) -> None:
         await run_trading(self.config, self.store, self.broker, self.exchange, self.state, self.stop, self.sync,
-                          self.controls, self.leadership)  # fmt: skip
+                          self.controls, self.leadership, self.feed)  # fmt: skip
 
 
 def _paper_config(config: Config) -> PaperConfig:
+    """The in-process venue also plays ws-gateway: the ticker-channel subscriptions go to its
+    URL and it publishes the subscribed symbols' ticker events, as ws-gateway would."""
     return PaperConfig(
         api_key=config.bybit_api_key,
         api_secret=config.bybit_api_secret,
         amqp_url=config.rabbitmq.url,
         seed=config.paper_seed,
+        ws_gateway=True,
+        gateway_api_key=config.ws_gateway_api_key,
     )
+
+
+@attrs.frozen
+class MarketFeed:
+    """Contract §14: what a signal needs of the market, kept ready in the background so it waits
+    for neither. ``prices``: ws-gateway's ticker stream (§14.1; None when the age limit is 0,
+    then every price is read over REST), each symbol's channel asked for at its first signal;
+    ``read_wallet``: the balance read in the background (§14.2; not in dry-run, which makes no
+    private call). It runs with the trading (``run_trading``), as the consumers of the other
+    queues do."""
+
+    prices: StreamPrices | None
+    subscriptions: TickerSubscriptions | None
+    read_wallet: bool
+
+    @classmethod
+    def of(cls, config: Config, gateway_url: str) -> MarketFeed:
+        if config.price_max_age_ms == 0:
+            return cls(None, None, read_wallet=not config.dry_run)
+        subscriptions = TickerSubscriptions(gateway_url, config.ws_gateway_api_key, config.service_name)
+        prices = StreamPrices(config.price_max_age_ms, on_first_ask=subscriptions.want)
+        return cls(prices, subscriptions, read_wallet=not config.dry_run)
+
+    async def run(self, broker: Broker, exchange: BybitExchange) -> None:
+        async with anyio.create_task_group() as tg:
+            if self.prices is not None and self.subscriptions is not None:
+                tg.start_soon(self.subscriptions.run)
+                tg.start_soon(follow_tickers, broker, self.prices.take)
+            if self.read_wallet:
+                tg.start_soon(exchange.keep_balance_fresh)
 
 
 async def run_trading(
     config: Config, store: PgStore, broker: Broker, exchange: BybitExchange, state: ServiceState, stop: anyio.Event,
-    sync: SyncService, controls: _Controls, leadership: Leadership,
+    sync: SyncService, controls: _Controls, leadership: Leadership, feed: MarketFeed,
 ) -> None:
     """The leader's work. Outbox publisher outermost (it flushes last), then the trading control
     and the actors, then order updates, timers and the operator desk, then intake innermost (it
@@ -363,6 +400,7 @@ async def run_trading(
                     background.start_soon(lambda: run_desk(requests, desk, lambda: leadership.listener.next(
                         REQUESTS_CHANNEL)))  # fmt: skip
                     sync.attach(supervisor, exchange)
+                    background.start_soon(feed.run, broker, exchange)
                     if await unless_stopped(stop, lambda: _reconcile_at_startup(supervisor, store)):
                         state.reconciled = True
                         _start_timers(background, config, supervisor, exchange)

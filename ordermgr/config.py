@@ -87,6 +87,7 @@ class Config:
     position_snapshot_interval_s: float = 300.0
     position_validation_interval_s: float = 3600.0
     signal_max_age_s: float = 0.0
+    price_max_age_ms: int = 1000  # the ticker stream's last price serves this long; 0 = REST only
     sync_interval_s: float = 30.0
     limit_order_ttl_s: float = 3600.0
     resubmit_window_s: float = 300.0
@@ -240,6 +241,7 @@ _VARS: tuple[_Var, ...] = (
     _Var("ORDERMANAGER_POSITION_SNAPSHOT_INTERVAL", "300", _seconds()),
     _Var("ORDERMANAGER_POSITION_VALIDATION_INTERVAL", "3600", _seconds()),
     _Var("ORDERMANAGER_SIGNAL_MAX_AGE_SECONDS", "0", _seconds(low_open=False)),
+    _Var("ORDERMANAGER_PRICE_MAX_AGE_MS", "1000", _int_between(0, 60_000)),
     _Var("ORDERMANAGER_SYNC_INTERVAL", "30", _seconds()),
     _Var("ORDERMANAGER_LIMIT_ORDER_TTL", "3600", _seconds(low_open=False)),
     _Var("ORDERMANAGER_RESUBMIT_WINDOW", "300", _seconds(low_open=False)),
@@ -331,6 +333,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         position_snapshot_interval_s=v["ORDERMANAGER_POSITION_SNAPSHOT_INTERVAL"],
         position_validation_interval_s=v["ORDERMANAGER_POSITION_VALIDATION_INTERVAL"],
         signal_max_age_s=v["ORDERMANAGER_SIGNAL_MAX_AGE_SECONDS"],
+        price_max_age_ms=v["ORDERMANAGER_PRICE_MAX_AGE_MS"],
         sync_interval_s=v["ORDERMANAGER_SYNC_INTERVAL"],
         limit_order_ttl_s=v["ORDERMANAGER_LIMIT_ORDER_TTL"],
         resubmit_window_s=v["ORDERMANAGER_RESUBMIT_WINDOW"],

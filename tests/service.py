@@ -60,13 +60,17 @@ async def running_service(
     env: Mapping[str, str] | None = None, *, venue: PaperVenue | None = None
 ) -> AsyncIterator[RunningService]:
     """Start the paper venue (unless ``venue=None`` and the env says otherwise) and the
-    service; yield once it is ready to take signals; stop it cleanly on exit."""
+    service; yield once it is ready to take signals; stop it cleanly on exit. A venue that
+    plays ws-gateway (``ws_gateway=True``) is the service's ws-gateway too."""
     stop = anyio.Event()
     with watching_logs() as logs:
         async with anyio.create_task_group() as tg:
             overrides = dict(env or {})
             if venue is not None:
-                overrides["BYBIT_REST_URL"] = await tg.start(venue.run)
+                overrides["BYBIT_REST_URL"] = url = await tg.start(venue.run)
+                if venue.config.ws_gateway:  # the venue plays ws-gateway too: the ticker subscriptions go there
+                    overrides |= {"WS_GATEWAY_HOST": "127.0.0.1", "WS_GATEWAY_PORT": url.rsplit(":", 1)[1],
+                                  "WS_GATEWAY_API_KEY": venue.config.gateway_api_key}  # fmt: skip
             config = attrs.evolve(load_config(support.service_env(**{"ORDER_MANAGER_PORT": "4600", **overrides})), port=0)
             port = await tg.start(lambda task_status: app.run(
                 config, stop=stop, handle_signals=False, http_host="127.0.0.1", task_status=task_status))  # fmt: skip

@@ -29,6 +29,7 @@ def test_defaults_follow_the_contract() -> None:
     assert config.limit_order_price_offset_ratio == Decimal("0.5")
     assert (config.position_snapshot_interval_s, config.position_validation_interval_s) == (300.0, 3600.0)
     assert config.order_execution_timeout_s == 30.0 and config.signal_max_age_s == 0.0
+    assert config.price_max_age_ms == 1000  # contract §14.1
 
 
 @pytest.mark.parametrize(
@@ -77,6 +78,8 @@ def test_defaults_follow_the_contract() -> None:
          "ORDERMANAGER_POSITION_VALIDATION_INTERVAL='1h' is invalid: expected a number of seconds greater than 0"),
         ("ORDERMANAGER_SIGNAL_MAX_AGE_SECONDS", "-5",
          "ORDERMANAGER_SIGNAL_MAX_AGE_SECONDS='-5' is invalid: expected a number of seconds of 0 or more"),
+        ("ORDERMANAGER_PRICE_MAX_AGE_MS", "1.5",
+         "ORDERMANAGER_PRICE_MAX_AGE_MS='1.5' is invalid: expected an integer from 0 to 60000"),
         ("ORDERMANAGER_SYNC_INTERVAL", "0", "ORDERMANAGER_SYNC_INTERVAL='0' is invalid: expected a number of seconds greater than 0"),
         ("ORDERMANAGER_PREFETCH", "0", "ORDERMANAGER_PREFETCH='0' is invalid: expected an integer from 1 to 10000"),
     ],

@@ -212,7 +212,9 @@ async def test_each_risk_rule_rejects_with_its_code_and_numbers(fresh_queues: st
         "risk-ratio": (signal("risk-ratio", asset="ETHUSDT", amount="3500"), "exceeds_order_size_ratio"),
         "risk-position": (signal("risk-position", asset="ETHUSDT", amount="1800"), "exceeds_max_position_size"),
         "risk-exposure": (signal("risk-exposure", amount="2900"), None),  # placed: 2900 USDT in play
-        "risk-exposure-2": (signal("risk-exposure-2", amount="2900"), "exceeds_max_exposure"),  # 5800 > 5000
+        # 5100 > 5000; the ratio passes with or without the 2900 in play taken off the balance
+        # (contract §14.2: until its fill is applied, the first order commits it): 2710 ≥ 2200.
+        "risk-exposure-2": (signal("risk-exposure-2", amount="2200"), "exceeds_max_exposure"),
     }
     async with running_service(env, venue=paper_venue(initial_balance=Decimal("30000"))) as service:
         for body, _ in cases.values():

@@ -189,7 +189,7 @@ class SymbolBook:
             self.open[updated.order_link_id] = updated
         else:
             self.open.pop(updated.order_link_id, None)
-        self._deps.exposure.set(self.symbol, self.exposure())
+        self._deps.exposure.set(self.symbol, self.exposure(), self.committed())
         if events:
             self._deps.wake_outbox()
         return True
@@ -398,15 +398,18 @@ class SymbolBook:
             await self._reload_position(exc)
             return True
         self.position = adopted
-        self._deps.exposure.set(self.symbol, self.exposure())
+        self._deps.exposure.set(self.symbol, self.exposure(), self.committed())
         return True
 
     def exposure(self) -> Decimal:
         """|position| at the last price plus what open orders may still add (contract §7.6)."""
         price = self.last_price or self.position.average_entry_price
-        held = abs(self.position.size) * price
-        pending = sum(((o.quantity - o.filled_quantity) * (o.price or price) for o in self.open.values()), Decimal(0))
-        return held + pending
+        return abs(self.position.size) * price + self.committed()
+
+    def committed(self) -> Decimal:
+        """The remaining notional of our open and in-flight orders (Market ones at the last price)."""
+        price = self.last_price or self.position.average_entry_price
+        return sum(((o.quantity - o.filled_quantity) * (o.price or price) for o in self.open.values()), Decimal(0))
 
     async def _event(self, event_type: str, record: OrderRecord) -> Any:
         signal = self._signals.get(record.signal_id)

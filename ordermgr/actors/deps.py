@@ -15,17 +15,24 @@ from ordermgr.ports import Store, Venue
 
 
 class ExposureBook:
-    """Each actor writes its own symbol's exposure; risk checks read the total. Only actors
-    write, each its own key, so no two writers ever touch the same entry."""
+    """Each actor writes its own symbol's exposure, and what its open and in-flight orders
+    commit (their remaining notional); risk checks read the totals. Only actors write, each its
+    own key, so no two writers ever touch the same entry."""
 
     def __init__(self) -> None:
         self._by_symbol: dict[str, Decimal] = {}
+        self._committed: dict[str, Decimal] = {}
 
-    def set(self, symbol: str, exposure_usdt: Decimal) -> None:
+    def set(self, symbol: str, exposure_usdt: Decimal, committed_usdt: Decimal = Decimal(0)) -> None:
         self._by_symbol[symbol] = exposure_usdt
+        self._committed[symbol] = committed_usdt
 
     def total(self) -> Decimal:
         return sum(self._by_symbol.values(), Decimal(0))
+
+    def committed(self) -> Decimal:
+        """USDT our open and in-flight orders may still use, across all symbols (contract §14.2)."""
+        return sum(self._committed.values(), Decimal(0))
 
 
 @attrs.frozen

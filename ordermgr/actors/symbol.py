@@ -281,11 +281,15 @@ class SymbolActor:
             instrument, balance = self._deps.fallback_instruments().get(self.symbol), None
         if instrument is None:
             return decision.Refusal("unknown_symbol", f"{self.symbol} is not listed by the venue", {})
-        self._deps.exposure.set(self.symbol, book.exposure())
+        self._deps.exposure.set(self.symbol, book.exposure(), book.committed())
+        # Contract §14.2: the venue's figure (read in the background) less what our open and
+        # in-flight orders commit. Bybit's own figure already holds margin for resting orders,
+        # so this counts them twice: it errs on the safe side.
+        committed = self._deps.exposure.committed()
         return decision.MarketContext(
             instrument=instrument,
             last_price=book.last_price,
-            available_balance=balance,
+            available_balance=None if balance is None else balance - committed,
             position_size=Decimal(0) if self._deps.dry_run else book.position.size,
             total_exposure_usdt=self._deps.exposure.total(),
             open_orders=tuple(open_view(order) for order in book.open.values()),

@@ -25,12 +25,14 @@ log = logging.getLogger(__name__)
 SIGNAL_QUEUE = "model-service.trading_signals"
 ORDER_UPDATES_QUEUE = "ws-gateway.order"
 ORDER_EVENTS_QUEUE = "order-manager.order_events"
-# ws-gateway declares its queue with these arguments; a declaration that differs is refused.
+TICKER_QUEUE = "ws-gateway.ticker"
+# ws-gateway declares its queues with these arguments; a declaration that differs is refused.
 ORDER_UPDATES_ARGUMENTS: Mapping[str, Any] = {
     "x-message-ttl": 86_400_000,
     "x-max-length": 100_000,
     "x-overflow": "drop-head",
 }
+TICKER_ARGUMENTS = ORDER_UPDATES_ARGUMENTS  # contract §14.1: declared as ws-gateway.order is
 # ChannelInvalidStateError (a RuntimeError) is what an ack on a channel the broker closed raises.
 _AMQP_ERRORS = (
     aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError, OSError, TimeoutError,
@@ -50,11 +52,12 @@ class Delivery:
     _channel: aiormq.abc.AbstractChannel = attrs.field(repr=False)
     _tag: int = attrs.field(repr=False)
 
-    async def ack(self) -> None:
-        """Acknowledge. If the channel has closed meanwhile the broker redelivers the
-        message, which the idempotent handlers absorb."""
+    async def ack(self, *, multiple: bool = False) -> None:
+        """Acknowledge (with ``multiple``, also every earlier delivery of the channel). If the
+        channel has closed meanwhile the broker redelivers the message, which the idempotent
+        handlers absorb."""
         try:
-            await self._channel.basic_ack(self._tag)
+            await self._channel.basic_ack(self._tag, multiple=multiple)
         except _AMQP_ERRORS as exc:
             log.warning("ack lost with its channel; the message will be redelivered", extra={"error": str(exc)})
 

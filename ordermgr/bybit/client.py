@@ -97,6 +97,11 @@ class BybitClient:
         """Local time corrected by the measured offset; what pybit signs with."""
         return _local_ms() + self._offset_ms
 
+    def venue_now_latest_ms(self) -> int:
+        """The latest the venue's clock may read now (the offset's uncertainty added): an age
+        measured against it is never short."""
+        return _local_ms() + self._offset_ms + self._offset_error_ms
+
     async def server_time_ms(self) -> int:
         """The venue's clock (``/v5/market/time``); also re-measures the offset."""
         sent = _local_ms()

@@ -15,10 +15,12 @@ from decimal import Decimal
 from typing import Any, Final
 
 import anyio
+import attrs
 
+from ordermgr.bybit.balance import BackgroundBalance
 from ordermgr.bybit.budget import BudgetFigures, BudgetTimeout, RateBudget
 from ordermgr.bybit.client import MAX_PAGES, BybitClient, ExchangeStatistics, Withheld
-from ordermgr.bybit.tickers import FreshTickers
+from ordermgr.bybit.tickers import FreshTickers, PriceFigures, StreamPrices
 from ordermgr.bybit.transport import Kind, VenueFailure
 from ordermgr.bybit.wire import (
     parse_execution,
@@ -65,6 +67,7 @@ class BybitExchange:
     rate-limit budget (``budget``: the account's, shared by every request; one of its own when
     not given); ``sleep`` is used for retry backoff, so tests can pass a zero-delay sleep;
     ``on_answer`` hears of every venue answer (``domain.trading`` ANSWERED / FAILED / NEITHER).
+    ``stream``: the prices of ws-gateway's ticker stream (None: every ticker is read over REST).
     """
 
     def __init__(
@@ -78,13 +81,14 @@ class BybitExchange:
         retry: RetryPolicy = RetryPolicy(),
         max_concurrency: int = 8,
         instrument_ttl_s: float = 300.0,
-        balance_ttl_s: float = 2.0,
+        balance_interval_s: float = 5.0,
         balance_after_fill_s: float = 0.5,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         settle_coin: str = "USDT",
         rate_limit_wait_s: float | None = None,
         budget: RateBudget | None = None,
         on_answer: Callable[[str, str], None] = lambda kind, detail: None,
+        stream: StreamPrices | None = None,
     ) -> None:
         self._client = BybitClient(
             api_key=api_key, api_secret=api_secret, base_url=base_url, timeout_s=timeout_s,
@@ -95,14 +99,13 @@ class BybitExchange:
         self._category = category
         self._settle_coin = settle_coin
         self._instrument_ttl_s = instrument_ttl_s
-        self._balance_ttl_s = balance_ttl_s
         self._instruments: dict[str, Instrument] | None = None
         self._instruments_at = 0.0
         self._instruments_lock = anyio.Lock()
-        self._balances: dict[str, tuple[float, WalletBalance]] = {}  # coin → (expires at, wallet)
-        self._balance_generation = 0
-        self._balance_after_fill_s = balance_after_fill_s  # how long a pre-fill balance may still serve
+        self._balance = BackgroundBalance(self._fetch_wallet, interval_s=balance_interval_s,
+                                          after_fill_s=balance_after_fill_s)  # fmt: skip
         self._tickers = FreshTickers(self._fetch_tickers)
+        self._stream = stream
 
     # ----------------------------------------------------------------- reads
 
@@ -128,8 +131,17 @@ class BybitExchange:
         return (await self.instruments()).get(symbol)
 
     async def ticker(self, symbol: str) -> Ticker:
-        """The venue's ticker, read after this call began; concurrent calls share requests."""
+        """The reference price (contract §14.1): the ticker stream's while its last price is
+        fresh, else the REST ticker read after this call began (concurrent calls share requests)."""
+        if self._stream is not None:
+            streamed = self._stream.fresh(symbol, self._client.venue_now_latest_ms())
+            if streamed is not None:
+                return streamed
         return await self._tickers.get(symbol)
+
+    def price_sources(self) -> PriceFigures:
+        """How many tickers the stream served and how many were read over REST (since start)."""
+        return attrs.evolve(self._stream.figures) if self._stream is not None else PriceFigures()
 
     async def _fetch_tickers(self, symbols: frozenset[str]) -> dict[str, Ticker]:
         """One symbol: ask for it. Several: one request for the category's whole list."""
@@ -140,28 +152,35 @@ class BybitExchange:
 
     async def available_balance(self, coin: str = "USDT") -> Decimal:
         """What new ``coin`` orders can use: on a Unified account the account-wide figure
-        (contract §16). Cached for ``balance_ttl_s`` (see :meth:`invalidate_balance`)."""
+        (contract §16). The last figure read in the background (contract §14.2: never a read
+        while a signal waits, but for the very first; see :mod:`ordermgr.bybit.balance`)."""
         return (await self.wallet(coin)).available
 
     async def wallet(self, coin: str = "USDT") -> WalletBalance:
         """The available figure with the coin's own wallet balance and equity (for display)."""
-        cached = self._balances.get(coin)
-        if cached is not None and anyio.current_time() < cached[0]:
-            return cached[1]
-        generation, fetched_at = self._balance_generation, anyio.current_time()
-        result = await self._client.read("get_wallet_balance", accountType="UNIFIED", coin=coin)
-        wallet = parse_wallet(result, coin)
-        # A fill during the fetch may not be in this figure: keep it only briefly then.
-        ttl_s = self._balance_ttl_s if generation == self._balance_generation else self._balance_after_fill_s
-        self._balances[coin] = (fetched_at + min(ttl_s, self._balance_ttl_s), wallet)
-        return wallet
+        return await self._balance.wallet(coin)
+
+    async def refresh_balance(self, coin: str = "USDT") -> WalletBalance:
+        """Read the wallet now (a private request: it also proves the credentials)."""
+        return await self._balance.refresh(coin)
 
     def invalidate_balance(self) -> None:
-        """After a fill: the cached balances expire within ``balance_after_fill_s``, so they are
-        refreshed soon after fills without a request per fill during a burst."""
-        soon = anyio.current_time() + self._balance_after_fill_s
-        self._balances = {coin: (min(expires, soon), value) for coin, (expires, value) in self._balances.items()}
-        self._balance_generation += 1
+        """A fill changed the wallet: the background reads it within ``balance_after_fill_s``
+        (one read for the fills of a burst)."""
+        self._balance.fill_happened()
+
+    async def keep_balance_fresh(self) -> None:
+        """Read the wallet in the background until cancelled: at start, after fills, and every
+        ``balance_interval_s``."""
+        await self._balance.run()
+
+    async def next_balance_refresh(self) -> None:
+        """Until the background's next round of wallet reads has finished."""
+        await self._balance.next_refresh()
+
+    async def _fetch_wallet(self, coin: str) -> WalletBalance:
+        result = await self._client.read("get_wallet_balance", accountType="UNIFIED", coin=coin)
+        return parse_wallet(result, coin)
 
     async def find_order(
         self, symbol: str, order_link_id: str, *, lane: Priority = Priority.READ

@@ -20,6 +20,7 @@ class Faults:
     """
 
     latency_s: float = 0.0  # delay before every private request is handled
+    network_latency_s: float = 0.0  # delay before every /v5 request, market data included (a slow network)
     rate_limit_next: int = 0  # answer 10006 "Too many visits!" (not executed)
     error_next: int = 0  # answer retCode ``error_code`` (not executed)
     error_code: int = 10016
@@ -30,6 +31,9 @@ class Faults:
     event_drop: float = 0.0  # probability an order event is never published
     event_delay_s: float = 0.0  # delay before each order event is published
     event_reorder: bool = False  # shuffle order events within small windows
+    # ws-gateway's ticker stream stalls: no ticker event is published while set; each symbol's
+    # next price change after it is a snapshot (as after ws-gateway reconnects to Bybit).
+    ticker_stall: bool = False
 
     def take_request_fault(self) -> RequestFault | None:
         """The fault (if any) this private request suffers; decrements its counter."""

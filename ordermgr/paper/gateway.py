@@ -9,7 +9,9 @@ change, each a Bybit v5 linear ticker item with ``type`` and ``ts``, a ``snapsho
 then ``delta`` items that carry only the fields that changed.
 
 A ticker subscription, new or repeated, starts with a snapshot: a consumer that (re)starts and
-asks again gets the whole item, whatever the queue dropped while it was away.
+asks again gets the whole item, whatever the queue dropped while it was away. While the stream
+stalls (the ``ticker_stall`` fault) nothing is published, and a symbol's first item after the
+stall is a snapshot again.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ def ticker_envelope(payload: Json) -> Json:
 
 class Gateway:
     """The subscriptions and the ticker stream. ``ticker_item(symbol)`` is the venue's current
-    ticker (None for a symbol it does not list); ``now_ms`` its clock."""
+    ticker (None for a symbol it does not list); ``now_ms`` its clock; ``stalled()`` says
+    whether the stream is stalled now."""
 
     def __init__(
         self,
@@ -106,12 +109,15 @@ class Gateway:
         ticker_item: Callable[[str], Json | None],
         publish_ticker: Callable[[Json], None],
         now_ms: Callable[[], int],
+        stalled: Callable[[], bool] = lambda: False,
     ) -> None:
         self._api_key = api_key.encode()
         self._ticker_item = ticker_item
         self._now_ms = now_ms
+        self._stalled = stalled
         self.tickers = TickerStream(publish_ticker)
         self.subscriptions: dict[tuple[str, str | None], Subscription] = {}
+        self._missed: set[str] = set()  # subscribed symbols whose items a stall swallowed: a snapshot is due
 
     def subscribe(self, channel_type: str, symbol: str | None, requesting_service: str) -> tuple[Subscription, bool]:
         """The subscription and whether it is new. A ticker subscription publishes a snapshot."""
@@ -121,16 +127,25 @@ class Gateway:
                                                 datetime.now(UTC).isoformat())  # fmt: skip
         self.subscriptions[key] = subscription
         if channel_type == "ticker" and symbol is not None:
-            item = self._ticker_item(symbol)
-            if item is not None:
-                self.tickers.snapshot(item, self._now_ms())
+            self._publish(symbol, snapshot=True)
         return subscription, existing is None
 
     def price_changed(self, symbol: str) -> None:
-        if symbol in self.tickers.symbols:
-            item = self._ticker_item(symbol)
-            if item is not None:
-                self.tickers.changed(item, self._now_ms())
+        if symbol in self.tickers.symbols or symbol in self._missed:
+            self._publish(symbol, snapshot=symbol in self._missed)
+
+    def _publish(self, symbol: str, *, snapshot: bool) -> None:
+        if self._stalled():
+            self._missed.add(symbol)
+            return
+        item = self._ticker_item(symbol)
+        if item is None:
+            return
+        self._missed.discard(symbol)
+        if snapshot:
+            self.tickers.snapshot(item, self._now_ms())
+        else:
+            self.tickers.changed(item, self._now_ms())
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/api/v1/subscriptions", self._subscribe)

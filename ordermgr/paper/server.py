@@ -30,6 +30,7 @@ from ordermgr.paper.rules import Params, check_category, text
 
 Json = dict[str, object]
 Action = Callable[[Params], object]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HOLD_POLL_S: Final = 0.2  # how often a held (lost) response checks for the client leaving
 ERROR_MESSAGES: Final = {
     5004: "Server Timeout",
@@ -62,6 +63,7 @@ class PaperControls(Protocol):
     faults: Faults
     limits: RateLimits
     engine: Engine
+    request_counts: dict[str, int]
 
     def set_price(self, symbol: str, price: Decimal | str) -> None: ...
 
@@ -78,7 +80,7 @@ class VenueHttp:
         self._closing = closing
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._arrival])
         public = {
             "/v5/market/time": self._server_time,
             "/v5/market/tickers": self._tickers,
@@ -109,6 +111,16 @@ class VenueHttp:
     @property
     def _engine(self) -> Engine:
         return self._venue.engine  # looked up per request: reset swaps the engine
+
+    @web.middleware
+    async def _arrival(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every Bybit path: counted as it arrives (``/paper/state``), then held for the
+        network's latency (the ``network_latency_s`` fault), public market data included."""
+        if request.path.startswith("/v5/"):
+            counts = self._venue.request_counts
+            counts[request.path] = counts.get(request.path, 0) + 1
+            await self._delay(self._venue.faults.network_latency_s)
+        return await handler(request)
 
     # -- private pipeline -------------------------------------------------------------
 

@@ -51,8 +51,10 @@ class PaperVenue:
         # The ws-gateway stand-in's ticker events: never faulted, published only when playing ws-gateway.
         self.ticker_events = EventStream(config.amqp_url if config.ws_gateway else None, config.ticker_queue,
                                          config.event_buffer, Faults(), config.seed, wrap=ticker_envelope)
-        self.gateway = Gateway(config.gateway_api_key, self.ticker_item, self.ticker_events.offer, _clock_ms)
+        self.gateway = Gateway(config.gateway_api_key, self.ticker_item, self.ticker_events.offer, _clock_ms,
+                               stalled=lambda: self.faults.ticker_stall)  # fmt: skip
         self.limits = RateLimits()
+        self.request_counts: dict[str, int] = {}  # every /v5 request that arrived, by path
         self.engine = self._new_engine()
         self.base_url: str | None = None
         # In-process observers of every order-stream item (test barriers, demos). Called
@@ -81,6 +83,7 @@ class PaperVenue:
         """Orders, executions, positions, wallet, prices and faults back to the start."""
         self.faults.reset()
         self.limits = RateLimits()
+        self.request_counts = {}
         self.engine = self._new_engine()
         self._walk_rng = random.Random(self.config.seed)
 
@@ -110,6 +113,7 @@ class PaperVenue:
             },
             "faults": self.faults.as_dict(),
             "rate_limits": {path: dict(totals) for path, totals in self.limits.totals.items()},
+            "requests": dict(self.request_counts),
             "events": attrs.asdict(self.events.stats),
         }
 

@@ -11,7 +11,7 @@ import anyio
 import attrs
 import pytest
 
-from ordermgr.amqp.ws_gateway import order_events_to, order_of_event
+from ordermgr.amqp.ws_gateway import TickerFeed, order_events_to, order_of_event, ticker_of_event
 from ordermgr.domain.model import Side
 from ordermgr.ports import OrderEventDelivery
 
@@ -87,3 +87,61 @@ async def test_events_are_handed_on_read_and_requeued_when_the_stream_is_full() 
     assert (first.outcome, second.outcome) == ("unsettled", "requeued")
     send.close()
     receive.close()
+
+
+# --- ticker events ------------------------------------------------------------------------------
+
+
+def ticker_envelope(payload: object) -> bytes:
+    return json.dumps({"event_id": "t1", "event_type": "ticker", "topic": "tickers.BTCUSDT",
+                       "timestamp": "2026-12-04T00:00:00Z", "received_at": "2026-12-04T00:00:00Z",
+                       "payload": payload, "trace_id": None}).encode()  # fmt: skip
+
+
+SNAPSHOT = {"symbol": "BTCUSDT", "lastPrice": "50000.10", "bid1Price": "50000.00", "type": "snapshot",
+            "ts": 1733280000000}  # fmt: skip
+
+
+@attrs.define
+class BulkDelivery:
+    """A delivery that records its acks, and whether each covered the earlier ones."""
+
+    body: bytes
+    acks: list[tuple[bytes, bool]]
+
+    async def ack(self, *, multiple: bool = False) -> None:
+        self.acks.append((self.body, multiple))
+
+
+def test_a_ticker_event_is_read_as_the_item_it_carries_with_numbers_never_floats() -> None:
+    item = ticker_of_event(ticker_envelope(SNAPSHOT))
+    assert (item.symbol, item.is_snapshot, item.ts_ms, item.last_price) == ("BTCUSDT", True, 1733280000000,
+                                                                              Decimal("50000.10"))  # fmt: skip
+    as_number = ticker_of_event(b'{"payload": {"symbol": "BTCUSDT", "type": "delta", "ts": 1, "lastPrice": 50000.1}}')
+    assert as_number.last_price == Decimal("50000.1")  # exactly: read as a Decimal, not through a float
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"x": 1}', ticker_envelope(None), ticker_envelope([SNAPSHOT]),
+                                  ticker_envelope({**SNAPSHOT, "type": "update"}), b"\xff\xfe"])  # fmt: skip
+def test_a_message_that_is_not_a_ticker_event_is_a_value_error(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        ticker_of_event(body)
+
+
+async def test_ticker_events_are_taken_as_they_come_and_acknowledged_in_bulk(caplog: pytest.LogCaptureFixture) -> None:
+    taken: list[str] = []
+    acks: list[tuple[bytes, bool]] = []
+    feed = TickerFeed(lambda item: taken.append(str(item.last_price)))
+    bodies = [ticker_envelope(SNAPSHOT), b"junk", ticker_envelope({**SNAPSHOT, "type": "delta", "lastPrice": "1.5"})]
+    with caplog.at_level(logging.WARNING, logger="ordermgr"), anyio.fail_after(5):
+        for body in bodies:  # a burst: all read before the acknowledger runs
+            await feed.on_delivery(BulkDelivery(body, acks))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(feed.acknowledge)
+            await anyio.wait_all_tasks_blocked()
+            await feed.on_delivery(BulkDelivery(bodies[0], acks))  # a lone one, later
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+    assert taken == ["50000.10", "1.5", "50000.10"]
+    assert acks == [(bodies[2], True), (bodies[0], True)]  # one ack for the burst (the junk included), one for the lone
+    assert [r.getMessage() for r in caplog.records] == ["ticker event not understood; dropped"]

@@ -225,19 +225,35 @@ async def test_transient_read_errors_are_retried(venue: PaperVenue, exchange: By
     assert exchange.statistics().retries == 2
 
 
-async def test_market_orders_move_positions_and_balance(venue: PaperVenue, exchange: BybitExchange) -> None:
+WALLET = "/v5/account/wallet-balance"
+
+
+async def test_market_orders_move_positions_and_balance_within_the_refresh_bound(
+    venue: PaperVenue, make_exchange: MakeExchange
+) -> None:
+    """Contract §14.2: the balance is read in the background; asking for it reads nothing, and
+    after a fill the figure moves within ``balance_after_fill_s`` (plus the read itself)."""
+    exchange = make_exchange(balance_interval_s=60.0, balance_after_fill_s=0.2)
     venue.set_price(BTC, Decimal("65000"))
     with anyio.fail_after(10):
-        before = await exchange.available_balance()
-        sent = exchange.statistics().requests
-        assert await exchange.available_balance() == before  # cached
-        assert exchange.statistics().requests == sent
-        assert isinstance(await exchange.place_order(market("mkt-1", Side.SELL)), Accepted)
-        exchange.invalidate_balance()
-        after = await exchange.available_balance()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(exchange.keep_balance_fresh)
+            await exchange.next_balance_refresh()
+            reads = venue.request_counts[WALLET]
+            before = await exchange.available_balance()
+            assert isinstance(await exchange.place_order(market("mkt-1", Side.SELL)), Accepted)
+            assert await exchange.available_balance() == before  # asked: the last figure, no read
+            assert venue.request_counts[WALLET] == reads
+            filled_at = anyio.current_time()
+            exchange.invalidate_balance()  # what the actor calls when it applies the fill
+            await exchange.next_balance_refresh()
+            took_s = anyio.current_time() - filled_at
+            after = await exchange.available_balance()
+            tg.cancel_scope.cancel()
         [position] = await exchange.positions()
         filled = await exchange.find_order(BTC, "mkt-1")
-    assert after < before
+    assert after < before and took_s < 0.2 + 1.0  # the bound, and a generous second for the read
+    assert venue.request_counts[WALLET] == reads + 1
     assert position.symbol == BTC and position.size == Decimal("-0.010")
     assert position.avg_price == Decimal("65000")
     assert filled is not None and filled.status == "Filled" and filled.avg_price == Decimal("65000")

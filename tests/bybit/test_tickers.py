@@ -1,4 +1,5 @@
-"""FreshTickers: concurrent callers share venue calls, and none gets a price read before it asked."""
+"""FreshTickers: concurrent callers share venue calls, and none gets a price read before it asked.
+StreamPrices: the ticker stream's last price serves only while it is fresh."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from decimal import Decimal
 import anyio
 import pytest
 
-from ordermgr.bybit.tickers import FreshTickers
+from ordermgr.bybit.tickers import FreshTickers, StreamPrices
 from ordermgr.domain.errors import VenueUnavailable
+from ordermgr.domain.market import TickerItem, read_ticker_item
 from ordermgr.domain.model import Ticker
 
 pytestmark = pytest.mark.anyio
@@ -118,3 +120,77 @@ async def test_when_the_caller_making_the_call_is_cancelled_the_others_still_get
             venue.release[1].set()
     assert venue.calls == [frozenset({"AUSDT"}), frozenset({"CUSDT"})]
     assert sorted(got) == [Decimal(1), Decimal(3)]
+
+
+# --- StreamPrices: the ticker stream's prices -----------------------------------------------------
+
+
+class Clock:
+    """Our monotonic clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def streamed(kind: str, ts_ms: int, **fields: str) -> TickerItem:
+    return read_ticker_item({"symbol": "AUSDT", "type": kind, "ts": ts_ms, **fields})
+
+
+def stream_prices(max_age_ms: int = 1000) -> tuple[StreamPrices, Clock, list[str]]:
+    clock, asked = Clock(), []
+    return StreamPrices(max_age_ms, on_first_ask=asked.append, clock=clock), clock, asked
+
+
+def test_a_fresh_stream_price_is_served_with_the_other_prices_of_the_item() -> None:
+    prices, _, _ = stream_prices()
+    prices.take(streamed("snapshot", 5000, lastPrice="10.5", bid1Price="10.4", ask1Price="10.6", markPrice="10.5"))
+    assert prices.fresh("AUSDT", venue_now_ms=5900) == Ticker("AUSDT", Decimal("10.5"), Decimal("10.4"),
+                                                              Decimal("10.6"), Decimal("10.5"))  # fmt: skip
+    assert (prices.figures.from_stream, prices.figures.from_rest) == (1, 0)
+
+
+def test_a_price_older_than_the_limit_by_the_venue_clock_is_not_served() -> None:
+    prices, _, _ = stream_prices()
+    prices.take(streamed("snapshot", 5000, lastPrice="10.5"))
+    assert prices.fresh("AUSDT", venue_now_ms=6000) is not None
+    assert prices.fresh("AUSDT", venue_now_ms=6001) is None
+    assert (prices.figures.from_stream, prices.figures.from_rest) == (1, 1)
+
+
+def test_a_price_that_arrived_longer_ago_than_the_limit_is_not_served_whatever_its_ts_says() -> None:
+    """A clock offset measured short makes ts look young; our own clock still bounds a stopped stream."""
+    prices, clock, _ = stream_prices()
+    prices.take(streamed("snapshot", 9000, lastPrice="10.5"))  # ts ahead of the venue clock below
+    clock.now += 1.0
+    assert prices.fresh("AUSDT", venue_now_ms=5000) is not None
+    clock.now += 0.001
+    assert prices.fresh("AUSDT", venue_now_ms=5000) is None
+
+
+def test_items_without_a_last_price_neither_renew_it_nor_its_arrival() -> None:
+    prices, clock, _ = stream_prices()
+    prices.take(streamed("snapshot", 5000, lastPrice="10.5"))
+    clock.now += 0.9
+    prices.take(streamed("delta", 5900, bid1Price="10.3"))
+    clock.now += 0.2
+    assert prices.fresh("AUSDT", venue_now_ms=5950) is None  # arrived 1.1 s ago, though ts is young
+
+
+def test_nothing_streamed_is_not_served_and_the_first_ask_asks_for_the_channel_once() -> None:
+    prices, _, asked = stream_prices()
+    assert prices.fresh("AUSDT", venue_now_ms=0) is None
+    assert prices.fresh("AUSDT", venue_now_ms=0) is None
+    assert prices.fresh("BUSDT", venue_now_ms=0) is None
+    assert asked == ["AUSDT", "BUSDT"]
+
+
+def test_a_late_item_is_counted_and_changes_nothing() -> None:
+    prices, _, _ = stream_prices()
+    prices.take(streamed("snapshot", 5000, lastPrice="10.5"))
+    prices.take(streamed("delta", 4000, lastPrice="9.0"))
+    ticker = prices.fresh("AUSDT", venue_now_ms=5000)
+    assert ticker is not None and ticker.last_price == Decimal("10.5")
+    assert (prices.figures.items, prices.figures.ignored) == (2, 1)

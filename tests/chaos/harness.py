@@ -48,7 +48,7 @@ import attrs
 import psycopg
 from psycopg.rows import dict_row
 
-from ordermgr.amqp.broker import ORDER_EVENTS_QUEUE, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE
+from ordermgr.amqp.broker import ORDER_EVENTS_QUEUE, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE, TICKER_QUEUE
 from ordermgr.domain.decision import link_key, link_key_of
 from ordermgr.paper import Faults, PaperVenue
 from tests import support
@@ -75,6 +75,7 @@ FINAL_SIGNAL_STATUSES = frozenset({"accepted", "rejected"})
 # stored, answered and acknowledged by the intake; the chaos stream sends none on purpose).
 ANSWERED_LINES = frozenset({"signal acknowledged", "signal invalid"})
 API_KEY = "test-api-key"  # what support.service_env sets
+GATEWAY_KEY = "chaos-gateway-key"  # the venue's ws-gateway stand-in's
 # Daemon log lines counted in each scenario's notes: they show which recovery paths ran.
 RECOVERY_LINES = {
     "resuming an interrupted signal": "resumed",
@@ -91,6 +92,8 @@ RECOVERY_LINES = {
     "signal rejected": "signals_refused",
     "order rejected": "orders_rejected",
     "symbol actor started": "actors_started",
+    "ticker stream not fresh; reference price from the REST ticker": "price_source_to_rest",
+    "reference price from the ticker stream": "price_source_to_stream",
 }
 
 
@@ -110,15 +113,17 @@ class Sizes:
     pg_outage_s: float
     bursts: int  # venue fault bursts of each kind
     burst_length: int
+    ticker_signals: int  # the ticker-stall stream: long enough to run past the price age limit
+    ticker_stall_s: float
     timeout_s: float  # bound of one scenario
 
 
 # The daemon handles some 12-15 signals a second over four symbols on this 2-core machine; the
 # stream is published a little faster, so a backlog is always waiting in the queue.
 SHORT = Sizes("short", kill_signals=100, kills=3, signals=40, rate=25.0, amqp_outage_s=2.0, pg_outage_s=3.0,
-              bursts=1, burst_length=3, timeout_s=60.0)  # fmt: skip
+              bursts=1, burst_length=3, ticker_signals=100, ticker_stall_s=2.0, timeout_s=60.0)  # fmt: skip
 FULL = Sizes("full", kill_signals=1000, kills=20, signals=400, rate=25.0, amqp_outage_s=5.0, pg_outage_s=10.0,
-             bursts=3, burst_length=6, timeout_s=600.0)  # fmt: skip
+             bursts=3, burst_length=6, ticker_signals=400, ticker_stall_s=5.0, timeout_s=600.0)  # fmt: skip
 
 
 # Every scenario's seeds (the stream, the kill instants, the venue's event faults) are fixed, so a
@@ -241,6 +246,10 @@ def _figures(result: ScenarioResult) -> tuple[str, ...]:
 def daemon_env(venue_url: str, pg_port: int, amqp_port: int, **overrides: str) -> dict[str, str]:
     env = {
         "BYBIT_REST_URL": venue_url,
+        # The venue plays ws-gateway too: the ticker subscriptions go to it (contract §14.1).
+        "WS_GATEWAY_HOST": "127.0.0.1",
+        "WS_GATEWAY_PORT": venue_url.rsplit(":", 1)[1],
+        "WS_GATEWAY_API_KEY": GATEWAY_KEY,
         "POSTGRES_PORT": str(pg_port),
         "RABBITMQ_PORT": str(amqp_port),
         # Reconcile dropped events and unknown outcomes during the scenario, not after it.
@@ -382,11 +391,14 @@ class ChaosWorld:
 
     # -- the stream -------------------------------------------------------------------------
 
-    def start_stream(self, planned: Sequence[Planned], rate: float) -> None:
-        """Publish ``planned`` at ``rate`` per second in the background, and walk prices
-        (so resting Limit orders fill) until ``stop_prices``."""
+    def start_stream(
+        self, planned: Sequence[Planned], rate: float, step: Callable[[], None] | None = None
+    ) -> None:
+        """Publish ``planned`` at ``rate`` per second in the background, and move prices with
+        ``step`` (default: the venue's random walk, so resting Limit orders fill) every 50 ms
+        until ``stop_prices``. Each price change is on the venue's ticker stream too."""
         self.tg.start_soon(self._publish, planned, rate)
-        self.tg.start_soon(self._walk_prices)
+        self.tg.start_soon(self._walk_prices, step or self.venue.step_prices)
 
     async def _publish(self, planned: Sequence[Planned], rate: float) -> None:
         connection = await aiormq.connect(support.AMQP_URL)
@@ -410,12 +422,12 @@ class ChaosWorld:
         with anyio.fail_after(timeout_s):
             await self._publishing_done.wait()
 
-    async def _walk_prices(self, interval_s: float = 0.05) -> None:
+    async def _walk_prices(self, step: Callable[[], None], interval_s: float = 0.05) -> None:
         with anyio.CancelScope() as scope:
             self._walk_scope = scope
             while True:
                 await anyio.sleep(interval_s)
-                self.venue.step_prices()
+                step()
 
     def stop_prices(self) -> None:
         """Freeze the venue: from here on its state changes only by what the daemon sends."""
@@ -546,12 +558,12 @@ async def chaos_world(
     enforce_rate_limits: bool = False, **env_overrides: str,
 ) -> AsyncIterator[ChaosWorld]:  # fmt: skip
     seed += SEED_OFFSET
-    await reset_queues(SIGNAL_QUEUE, ORDER_EVENTS_QUEUE, ORDER_UPDATES_QUEUE)
+    await reset_queues(SIGNAL_QUEUE, ORDER_EVENTS_QUEUE, ORDER_UPDATES_QUEUE, TICKER_QUEUE)
     # Bybit's rate limits are lifted unless the scenario is about them: at the streams' 25/s they
     # would only slow every other scenario down to 10 orders/s.
     venue = paper_venue(amqp_url=support.AMQP_URL, initial_balance=Decimal(10) ** 12, initial_prices=INITIAL_PRICES,
-                        market_fill_parts=market_fill_parts, seed=seed,
-                        enforce_rate_limits=enforce_rate_limits)  # fmt: skip
+                        market_fill_parts=market_fill_parts, seed=seed, enforce_rate_limits=enforce_rate_limits,
+                        ws_gateway=True, gateway_api_key=GATEWAY_KEY)  # fmt: skip
     async with anyio.create_task_group() as tg:
         venue_url = await tg.start(venue.run)
         pg_proxy = support.TcpProxy(support.PG_HOST, support.PG_PORT)

@@ -9,16 +9,19 @@ for convergence at the end (``ChaosWorld.finish``, and the event-fault scenario'
 
 from __future__ import annotations
 
+import math
 import time
+from decimal import Decimal
 from pathlib import Path
 import anyio
 import psycopg
 
 from ordermgr.amqp.broker import SIGNAL_QUEUE
+from ordermgr.paper import PaperVenue
 from tests import support
 from tests.chaos.harness import (
-    OUR_PREFIX, STOPPED_LEADING, VENUE_TO_OURS, ChaosWorld, ObservedFaults, ScenarioResult, Sizes, chaos_world,
-    first_time, get_metrics, plan_stream, poll_until,
+    OUR_PREFIX, STOPPED_LEADING, SYMBOLS, VENUE_TO_OURS, ChaosWorld, ObservedFaults, ScenarioResult, Sizes,
+    chaos_world, first_time, get_metrics, plan_stream, poll_until,
 )  # fmt: skip
 from tests.service import Daemon
 
@@ -421,3 +424,100 @@ async def leader_frozen(conninfo: str, log_dir: Path, sizes: Sizes, result: Scen
         await leader.wait_for("standing by", timeout_s=30)
         await world.finish(planned, result, timeout_s=sizes.timeout_s, several=True)
     return result
+PRICE_MAX_AGE_S = 1.0  # ORDERMANAGER_PRICE_MAX_AGE_MS, the default
+# From the daemon's ticker read to its order's decision time (orders.created_at): the check's
+# allowance for a busy event loop. A stale stream price is seconds old here, not a fraction.
+DECISION_SLACK_S = 0.25
+TICKERS = "/v5/market/tickers"
+
+
+class PriceTape:
+    """Prices that rise one tick per step, every symbol, so a price once left is never the
+    venue's again; every change is recorded with its wall-clock time (the daemon's clock too)."""
+
+    def __init__(self, venue: PaperVenue) -> None:
+        self._venue = venue
+        now = time.time()
+        self.history = {symbol: [(now, venue.price(symbol))] for symbol in SYMBOLS}
+
+    def step(self) -> None:
+        now = time.time()
+        for symbol in SYMBOLS:
+            price = self._venue.price(symbol) + self._venue.listings[symbol].instrument.tick_size
+            self._venue.set_price(symbol, price)
+            self.history[symbol].append((now, price))
+
+    def left_at(self, symbol: str, price: Decimal) -> float | None:
+        """When the venue's price stopped being ``price`` (infinity while it still is); None if
+        it never was."""
+        changes = self.history[symbol]
+        for (_, was), (changed_at, _) in zip(changes, changes[1:]):
+            if was == price:
+                return changed_at
+        return math.inf if changes[-1][1] == price else None
+
+
+async def ticker_stall(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:
+    """ws-gateway's ticker stream stalls for ``ticker_stall_s`` mid-stream while prices keep rising
+    a tick every 50 ms: the daemon must notice the streamed prices age and size orders on the
+    REST ticker instead. Besides the invariants: every order was sized on a price the venue still
+    had at most the age limit (plus the decision's slack) before the order was decided. A stale
+    stream price fails that: the venue left it when the stall began, seconds before. And some
+    prices were read over REST during the stall (else the stall tested nothing).
+
+    recover_s: from the stream's return to the first price the daemon takes from it again."""
+    async with chaos_world("ticker-stall", conninfo, log_dir, seed=18) as world:
+        planned = plan_stream("ticker", sizes.ticker_signals, world.rng)
+        result.signals = len(planned)
+        tape = PriceTape(world.venue)
+        await world.start_daemon()
+        world.start_stream(planned, sizes.rate, step=tape.step)
+        await world.wait_acked(len(planned) // 5, timeout_s=sizes.timeout_s)
+        rest_reads = [world.venue.request_counts.get(TICKERS, 0)]
+        world.venue.faults.ticker_stall = True
+        stalled = time.monotonic()
+        await anyio.sleep(sizes.ticker_stall_s)  # the fault
+        world.venue.faults.ticker_stall = False
+        resumed, acked_in_stall = time.monotonic(), len(world.acked())
+        rest_reads.append(world.venue.request_counts.get(TICKERS, 0))
+        from_stream = world.daemon.count("reference price from the ticker stream")
+        try:
+            await world.daemon.wait_until(lambda: world.daemon.count("reference price from the ticker stream")
+                                          > from_stream, timeout_s=30, what="a streamed price again")  # fmt: skip
+            result.recover_s = time.monotonic() - resumed
+        except TimeoutError:
+            result.problems.append("no price was taken from the ticker stream after it came back")
+        await world.finish(planned, result, timeout_s=sizes.timeout_s)
+    rest_reads.append(world.venue.request_counts.get(TICKERS, 0))
+    during = rest_reads[1] - rest_reads[0]
+    result.notes["rest_ticker_reads"] = {"before": rest_reads[0], "during_stall": during,
+                                         "after": rest_reads[2] - rest_reads[1]}  # fmt: skip
+    result.notes["stall"] = {"seconds": round(resumed - stalled, 2), "acknowledged_by_its_end": acked_in_stall}
+    if during == 0:
+        result.problems.append("no REST ticker read during the stall: the fallback was not exercised")
+    result.problems.extend(stale_sizings(conninfo, tape, result))
+    return result
+
+
+def stale_sizings(conninfo: str, tape: PriceTape, result: ScenarioResult) -> list[str]:
+    """Orders whose reference price the venue had left more than the age limit (and the slack)
+    before the order was decided."""
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute("""
+            SELECT o.order_link_id, o.asset, o.created_at, s.decision->>'reference_price', s.decision->>'attempt'
+            FROM orders o JOIN signals s USING (signal_id) WHERE s.decision IS NOT NULL""").fetchall()
+    problems, ages, checked = [], [], 0
+    for link, asset, decided_at, reference, attempt in rows:
+        if link.rsplit("-", 2)[1] != attempt:
+            continue  # an earlier attempt's order: the decision stored is the last attempt's
+        checked += 1
+        left_at = tape.left_at(asset, Decimal(reference))
+        if left_at is None:
+            problems.append(f"order {link}: sized on {reference}, never the venue's {asset} price")
+            continue
+        age_s = max(0.0, decided_at.timestamp() - left_at)
+        ages.append(age_s)
+        if age_s > PRICE_MAX_AGE_S + DECISION_SLACK_S:
+            problems.append(f"order {link}: sized on {asset} {reference}, a price the venue left {age_s:.2f} s before")
+    result.notes["sizing_prices"] = {"orders_checked": checked, "oldest_price_s": round(max(ages, default=0.0), 3)}
+    return problems[:50]

@@ -138,3 +138,10 @@ async def test_a_frozen_leader_is_replaced_and_stands_by_when_thawed(
     clean_database: str, tmp_path: Path, sizes: Sizes, chaos_results: list[ScenarioResult]
 ) -> None:
     await run("leader-frozen", scenarios.leader_frozen, clean_database, tmp_path, sizes, chaos_results)
+
+
+@known_bug("ticker-stall")
+async def test_the_ticker_stream_stalls_mid_stream(
+    clean_database: str, tmp_path: Path, sizes: Sizes, chaos_results: list[ScenarioResult]
+) -> None:
+    await run("ticker-stall", scenarios.ticker_stall, clean_database, tmp_path, sizes, chaos_results)

@@ -86,6 +86,30 @@ async def test_latency_delays_private_answers(venue: PaperVenue, session: HTTP) 
     assert anyio.current_time() - started < 0.2
 
 
+async def test_network_latency_delays_every_bybit_path_market_data_included(venue: PaperVenue, session: HTTP) -> None:
+    venue.faults.network_latency_s = 0.2
+    calls = [(session.get_server_time, {}), (session.get_tickers, {"category": "linear", "symbol": "BTCUSDT"}),
+             (session.get_positions, {"category": "linear", "symbol": "BTCUSDT"})]  # fmt: skip
+    for method, params in calls:
+        started = anyio.current_time()
+        await call(method, **params)
+        assert anyio.current_time() - started >= 0.2
+
+
+async def test_requests_are_counted_by_path_as_they_arrive(venue: PaperVenue, session: HTTP) -> None:
+    await call(session.get_tickers, category="linear", symbol="BTCUSDT")
+    await call(session.get_tickers, category="linear")
+    await call(session.get_wallet_balance, accountType="UNIFIED", coin="USDT")
+    venue.faults.http_error_next = 1
+    with pytest.raises(FailedRequestError):
+        await call(session.get_wallet_balance, accountType="UNIFIED", coin="USDT")  # refused: still arrived
+    async with aiohttp.ClientSession() as client, client.get(f"{venue.base_url}/paper/state") as response:
+        counts = (await response.json())["requests"]
+    assert counts == {"/v5/market/tickers": 2, "/v5/account/wallet-balance": 2}
+    venue.reset()
+    assert venue.state()["requests"] == {}
+
+
 async def test_shutdown_releases_a_held_request_promptly() -> None:
     venue = PaperVenue(PaperConfig(price_walk_interval_s=0))
     executed = anyio.Event()

@@ -113,3 +113,25 @@ async def test_ticker_events_of_subscribed_symbols_arrive_in_ws_gateway_envelope
     assert "volume24h" not in delta["payload"]  # only what changed
     assert delta["payload"]["ts"] >= payload["ts"]
     assert walked["payload"]["symbol"] == "BTCUSDT" and walked["payload"]["type"] == "delta"
+
+
+async def test_a_stalled_stream_publishes_nothing_and_resumes_with_a_snapshot() -> None:
+    async with consumed_queue() as (queue, events), running_venue(
+        ws_gateway=True, gateway_api_key=KEY, amqp_url=AMQP_URL, ticker_queue=queue,
+        initial_prices={"BTCUSDT": Decimal("50000"), "ETHUSDT": Decimal("3000")},
+    ) as venue:  # fmt: skip
+        await subscribe(venue, {"channel_type": "ticker", "symbol": "BTCUSDT", "requesting_service": "om"})
+        assert (await next_event(events))["payload"]["type"] == "snapshot"
+        venue.faults.ticker_stall = True
+        venue.set_price("BTCUSDT", Decimal("50100"))
+        # A subscription while stalled is recorded, its snapshot waits for the stream.
+        assert (await subscribe(venue, {"channel_type": "ticker", "symbol": "ETHUSDT",
+                                        "requesting_service": "om"}))[0] == 201  # fmt: skip
+        venue.faults.ticker_stall = False
+        venue.set_price("BTCUSDT", Decimal("50200"))
+        venue.set_price("ETHUSDT", Decimal("3001"))
+        venue.set_price("BTCUSDT", Decimal("50300"))
+        after = [(await next_event(events))["payload"] for _ in range(3)]
+    assert [(p["symbol"], p["type"], p["lastPrice"]) for p in after] == [
+        ("BTCUSDT", "snapshot", "50200.00"), ("ETHUSDT", "snapshot", "3001.00"), ("BTCUSDT", "delta", "50300.00")]
+    assert venue.ticker_events.stats.published == 4  # the first snapshot and these three: nothing while stalled
