@@ -190,7 +190,8 @@ async def test_consecutive_rejections_halt_only_that_asset(fresh: str) -> None:
     venue = paper_venue(amqp_url=support.AMQP_URL)
     env = {"ORDERMANAGER_HALT_AFTER_REJECTIONS": "2", "ORDERMANAGER_MAX_ORDER_SIZE_RATIO": "1"}
     async with running_service(env, venue=venue) as service:
-        venue.faults.error_code, venue.faults.error_next = 110007, 2  # insufficient balance, a final rejection
+        # Insufficient balance, a final rejection, for the creates only (the wallet is read meanwhile).
+        venue.faults.fault_path, venue.faults.error_code, venue.faults.error_next = "/v5/order/create", 110007, 2
         for n in range(2):
             await publish(signal(f"j-{n}"))
             await acked(service, f"j-{n}")

@@ -27,6 +27,8 @@ class Faults:
     http_error_next: int = 0  # answer HTTP ``http_status`` with a non-JSON body
     http_status: int = 502
     lose_response_next: int = 0  # execute /v5/order/create, then never answer
+    # The one path the *_next request faults hit (e.g. "/v5/order/create"); "" = every private path.
+    fault_path: str = ""
     event_duplicate: float = 0.0  # probability an order event is published twice
     event_drop: float = 0.0  # probability an order event is never published
     event_delay_s: float = 0.0  # delay before each order event is published
@@ -35,8 +37,10 @@ class Faults:
     # next price change after it is a snapshot (as after ws-gateway reconnects to Bybit).
     ticker_stall: bool = False
 
-    def take_request_fault(self) -> RequestFault | None:
-        """The fault (if any) this private request suffers; decrements its counter."""
+    def take_request_fault(self, path: str = "") -> RequestFault | None:
+        """The fault (if any) this private request to ``path`` suffers; decrements its counter."""
+        if self.fault_path and path != self.fault_path:
+            return None
         if self._take("rate_limit_next"):
             return "rate_limit"
         if self._take("error_next"):
@@ -80,6 +84,10 @@ def _convert(name: str, kind: object, value: object) -> object:
     if kind == "bool":
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be a boolean")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"{name} must be a number")

@@ -157,7 +157,7 @@ class VenueHttp:
 
     def _injected_or_limited(self, path: str, status: LimitStatus) -> web.Response | None:
         faults, config = self._venue.faults, self._venue.config
-        fault = faults.take_request_fault()
+        fault = faults.take_request_fault(path)
         if fault == "rate_limit" or (fault is None and config.enforce_rate_limits and status.exceeded):
             # The reset must lie in the future: pybit sleeps (reset - now) and crashes on
             # a negative delay (bybit.md §0.5).

@@ -77,6 +77,9 @@ def test_faults_count_down_and_reset() -> None:
     assert faults.latency_s == 0.0  # a refused update changes nothing
     with pytest.raises(ValueError):
         faults.update({"event_reorder": "yes"})
+    faults.update({"fault_path": "/v5/order/create", "error_next": 1})
+    assert faults.take_request_fault("/v5/account/wallet-balance") is None and faults.error_next == 1
+    assert faults.take_request_fault("/v5/order/create") == "error"
     faults.reset()
     assert faults == Faults()
 
