@@ -36,7 +36,9 @@ async def sigkill(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioRe
     started again.
 
     recover_s: the longest time from a restart (process spawned) to its first acknowledgement."""
-    async with chaos_world("sigkill", conninfo, log_dir, seed=11) as world:
+    # A restarted single instance first waits for its killed predecessor's lease to lapse; a
+    # short lease keeps this scenario about crash recovery (two instances test the failover).
+    async with chaos_world("sigkill", conninfo, log_dir, seed=11, ORDERMANAGER_LEADER_LEASE_SECONDS="2") as world:
         planned = plan_stream("kill", sizes.kill_signals, world.rng)
         result.signals = len(planned)
         total = len(planned)
