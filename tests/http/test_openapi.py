@@ -125,6 +125,35 @@ def test_every_reference_resolves_and_the_api_needs_the_key() -> None:
             assert operation["security"] == []
 
 
+def _resolved(item: dict[str, Any], kind: str) -> dict[str, Any]:
+    return DOCUMENT["components"][kind][item["$ref"].rsplit("/", 1)[1]] if "$ref" in item else item
+
+
+def _examples(operation: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    """(where, schema, example) for every example an operation gives: parameters, bodies, answers."""
+    for parameter in (_resolved(p, "parameters") for p in operation.get("parameters", [])):
+        if "example" in parameter:
+            yield parameter["name"], parameter["schema"], parameter["example"]
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    for name, example in body.get("examples", {}).items():
+        yield f"body {name!r}", body["schema"], example["value"]
+    for status, response in operation["responses"].items():
+        content = _resolved(response, "responses").get("content", {}).get("application/json", {})
+        if "example" in content:
+            yield f"answer {status}", content["schema"], content["example"]
+
+
+def test_every_example_keeps_to_its_own_schema() -> None:
+    checked = 0
+    for method, path in _operations(DOCUMENT):
+        for where, schema, example in _examples(DOCUMENT["paths"][path][method.lower()]):
+            validator = jsonschema_rs.validator_for({**schema, "components": DOCUMENT["components"]},
+                                                    validate_formats=True)  # fmt: skip
+            assert [error.message for error in validator.iter_errors(example)] == [], (method, path, where)
+            checked += 1
+    assert checked >= 30  # the operator writes alone give a dozen
+
+
 def response_validator(path: str, method: str = "get", status: str = "200") -> Any:
     """A validator for one documented response body, with the document's components."""
     response = DOCUMENT["paths"][path][method]["responses"][status]
