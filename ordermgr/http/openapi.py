@@ -309,7 +309,7 @@ CANCEL_ALL_REQUEST = {
 
 CANCEL_ALL_RESULT = _object({
     "cancelled": COUNT,
-    "failed": {"type": "array", "description": "orders the venue did not cancel (they may still be open)",
+    "failed": {"type": "array", "description": "orders not cancelled: the venue refused, or they filled meanwhile",
                "items": _object({"order_link_id": STRING, "error": STRING, "asset": STRING})},
     "timestamp": TIMESTAMP,
 })  # fmt: skip
@@ -343,7 +343,8 @@ ACCEPTED = _object({
     "status": {"type": "string", "enum": ["pending", "running"]},
     "location": {"type": "string", "description": "where the outcome will be (also the Location header)",
                  "example": "/api/v1/operator-requests/6f1c2a8e-3b7d-4e0a-9c55-1d2e3f405162"},
-}, "the leader has not finished within 10 s; the request stands and will be carried out")  # fmt: skip
+}, "the leader has not finished within 10 s; the request stands (a request no leader begins within 60 s "
+   "expires)")  # fmt: skip
 
 OPERATOR_REQUEST = _object({
     "id": UUID,
