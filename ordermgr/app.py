@@ -39,7 +39,7 @@ from ordermgr.db.lease import LEADER_CHANNEL, LeaseStore
 from ordermgr.db.listen import Listener
 from ordermgr.db.migrate import apply_migrations
 from ordermgr.db.queries import Queries
-from ordermgr.db.requests import OUTCOMES_CHANNEL, REQUESTS_CHANNEL, RequestStore
+from ordermgr.db.requests import OUTCOMES_CHANNEL, REQUESTS_CHANNEL, OperatorGateway, RequestStore
 from ordermgr.db.store import PgStore
 from ordermgr.domain.decision import DecisionSettings
 from ordermgr.domain.errors import StoreUnavailable, VenueAuthError, VenueUnavailable
@@ -222,7 +222,9 @@ async def run(
             sync = SyncService(store)  # also the API's metrics source
             budget = RateBudget()  # the account's, for every venue request (contract §15)
             queries, rate_limits = Queries(store.pool), lambda: budget.figures().as_fields()
-            api = create_api(queries=queries, api_key=config.api_key, sync=sync, metrics=sync, assets=sync,
+            operators = OperatorGateway(RequestStore(store, leadership.lease.holder), leadership.lease, listener,
+                                        ControlStore(store))  # fmt: skip
+            api = create_api(queries=queries, api_key=config.api_key, operators=operators, metrics=sync, assets=sync,
                              rate_limits=rate_limits)  # fmt: skip
             controls = _Controls()
             scrape = ServiceSources(metrics=sync, queries=queries, rate_limits=rate_limits,

@@ -2,8 +2,9 @@
 
 Every request needs ``X-API-Key``. Parameters are checked against the constants the OpenAPI
 document states (``ordermgr.http.openapi``); anything else is a 400 that names the parameter and the
-rule. Handlers only read, except ``POST /v1/sync``, which hands the work to the ``SyncRunner``
-(the actors own every change).
+rule. Handlers only read, except the operator's writes (trading state, cancels, closes, sync):
+those are recorded through the ``OperatorGateway`` and carried out by the leader, whose outcome
+is the answer (``ordermgr.http.operator``; the actors own every change).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 import math
 import re
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -35,10 +37,12 @@ from ordermgr.db.queries import (
     Queries,
     Row,
 )
-from ordermgr.domain.errors import StoreUnavailable, SyncInProgress, UnknownAsset
+from ordermgr.domain.errors import NoLeader, StoreUnavailable
 from ordermgr.domain.events import dumps
-from ordermgr.domain.model import SyncReport
+from ordermgr.domain.trading import OPERATOR_REASON
+from ordermgr.domain.views import trading_states_json
 from ordermgr.http import openapi as spec
+from ordermgr.http.operator import OperatorGateway, outcome_response, request_json
 from ordermgr.http.server import error_response, http_error_response, now_iso
 from ordermgr.metrics import MetricsSource, aggregate, metrics_fields
 
@@ -47,16 +51,6 @@ log = logging.getLogger(__name__)
 API_KEY_HEADER = "X-API-Key"
 AUTH_CHALLENGE = f'ApiKey realm="ordermgr", header="{API_KEY_HEADER}"'
 BODY_READ_TIMEOUT_S = 10.0  # a body sent slower than this holds a handler: answered 408
-
-
-class SyncRunner(Protocol):
-    """Runs one reconciliation with the venue now (contract §7.10) and tells what it did.
-    ``scope`` is ``active`` or ``all``; ``asset`` (upper-case) narrows it to one symbol. A venue
-    that fails is a report (``partial`` / ``failed`` with ``errors``), not an exception; raises
-    ``SyncInProgress`` (409) when a sync is already running, ``UnknownAsset`` (404) for a symbol the
-    venue does not list (nothing is started for it), ``StoreUnavailable`` gives a 503."""
-
-    async def sync(self, scope: str, asset: str | None) -> SyncReport: ...
 
 
 class AssetDirectory(Protocol):
@@ -82,23 +76,32 @@ class InvalidBody(Exception):
 
 
 def create_api(
-    *, queries: Queries, api_key: str, sync: SyncRunner, metrics: MetricsSource, assets: AssetDirectory,
+    *, queries: Queries, api_key: str, operators: OperatorGateway, metrics: MetricsSource, assets: AssetDirectory,
     rate_limits: Callable[[], Mapping[str, Any]] | None = None,
 ) -> web.Application:  # fmt: skip
-    """``rate_limits``: the venue's rate-limit budget figures, JSON-ready (``null`` without)."""
+    """``operators``: where the writes go (any instance; the leader carries them out).
+    ``rate_limits``: the venue's rate-limit budget figures, JSON-ready (``null`` without)."""
     if not api_key:
         raise ValueError("an API key is required")
-    handlers = _Handlers(queries, sync, metrics, assets, dumps(spec.build_document()), rate_limits)
+    handlers = _Handlers(queries, operators, metrics, assets, dumps(spec.build_document()), rate_limits)
     app = web.Application(middlewares=[_errors, _require_key(api_key.encode())])
     app.add_routes([
         web.get("/v1/orders", handlers.orders, allow_head=False),
-        web.get("/v1/orders/{id}", handlers.order, allow_head=False),
+        # Not "cancel-all": GET /v1/orders/cancel-all is then a 405 (the path takes POST), not an unknown order.
+        web.get("/v1/orders/{id:(?!cancel-all$)[^/]+}", handlers.order, allow_head=False),
         web.get("/v1/positions", handlers.positions, allow_head=False),
-        web.get("/v1/positions/{asset}", handlers.position, allow_head=False),
-        web.post("/v1/sync", handlers.sync),
+        web.get("/v1/positions/{asset:(?!close-all$)[^/]+}", handlers.position, allow_head=False),
         web.get("/v1/signals/{signal_id}", handlers.signal, allow_head=False),
         web.get("/v1/metrics", handlers.metrics, allow_head=False),
         web.get("/v1/openapi.json", handlers.openapi, allow_head=False),
+        web.get("/v1/trading-state", handlers.trading_state, allow_head=False),
+        web.put("/v1/trading-state", handlers.change_trading_state),
+        web.post("/v1/orders/{id}/cancel", handlers.cancel_order),
+        web.post("/v1/orders/cancel-all", handlers.cancel_all),
+        web.post("/v1/positions/{asset}/close", handlers.close_position),
+        web.post("/v1/positions/close-all", handlers.close_all),
+        web.post("/v1/sync", handlers.sync),
+        web.get("/v1/operator-requests/{id}", handlers.operator_request, allow_head=False),
     ])  # fmt: skip
     return app
 
@@ -114,10 +117,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(400, "invalid_parameter", str(exc), details)
     except InvalidBody as exc:
         return error_response(400, "invalid_body", str(exc))
-    except SyncInProgress:
-        return error_response(409, "sync_in_progress", "a sync is already running; try again when it ends")
-    except UnknownAsset as exc:
-        return _unknown_asset(exc.asset)
+    except NoLeader as exc:
+        return error_response(503, "no_leader", str(exc))
     except StoreUnavailable as exc:
         log.warning("api: database unavailable", extra={"error": str(exc), "path": request.path})
         return error_response(503, "database_unavailable", "the database is unavailable; try again shortly")
@@ -258,26 +259,95 @@ def read_query(request: web.Request, parsers: Mapping[str, Parser]) -> dict[str,
 
 
 def read_sync_request(body: object) -> tuple[str, str | None]:
-    if not isinstance(body, dict):
-        raise InvalidBody('the body must be a JSON object like {"scope": "active"}')
-    for name in body:
-        if name not in ("scope", "asset"):
-            raise InvalidParameter(name, body[name], "no such field (accepted: scope, asset)")
-    scope = body.get("scope")
+    fields = _fields(body, ("scope", "asset"), '{"scope": "active"}')
+    scope = fields.get("scope")
     if scope not in spec.SYNC_SCOPES:
         raise InvalidParameter("scope", scope, "one of " + ", ".join(spec.SYNC_SCOPES))
-    asset = body.get("asset")
-    if asset is None and "asset" not in body:
-        return scope, None
-    if not isinstance(asset, str):
-        raise InvalidParameter("asset", asset, _SYMBOL_RULE)
-    return scope, _symbol("asset", asset)
+    return scope, _optional_symbol(fields, "asset")
 
 
-async def _json_body(request: web.Request) -> object:
+def read_trading_state_request(body: object) -> dict[str, Any]:
+    """The params of a ``trading_state`` request: ``{state, asset, reason, message}``."""
+    fields = _fields(body, ("state", "asset", "reason", "message"), '{"state": "halted"}')
+    state = fields.get("state")
+    if state not in spec.TRADING_STATES:
+        raise InvalidParameter("state", state, "one of " + ", ".join(spec.TRADING_STATES))
+    reason = _optional_text(fields, "reason", spec.REASON_PATTERN, 1, spec.REASON_MAX, "no control characters")
+    message = _optional_text(fields, "message", spec.MESSAGE_PATTERN, 0, spec.MESSAGE_MAX, "no NUL")
+    return {"state": state, "asset": _optional_symbol(fields, "asset"), "reason": reason or OPERATOR_REASON,
+            "message": message}  # fmt: skip
+
+
+def read_cancel_all_request(body: object) -> dict[str, Any]:
+    """The params of a ``cancel_all`` request: ``{asset}``, None for every asset."""
+    return {"asset": _optional_symbol(_fields(body, ("asset",), '{"asset": "BTCUSDT"}'), "asset")}
+
+
+def _fields(body: object, accepted: tuple[str, ...], example: str) -> dict[str, Any]:
+    """The body's fields; an unknown one is refused by name (a typo must not be ignored)."""
+    if not isinstance(body, dict):
+        raise InvalidBody(f"the body must be a JSON object like {example}")
+    for name in body:
+        if name not in accepted:
+            raise InvalidParameter(name, body[name], f"no such field (accepted: {', '.join(accepted)})")
+    return body
+
+
+def _optional_symbol(fields: Mapping[str, Any], name: str) -> str | None:
+    if name not in fields:
+        return None
+    value = fields[name]
+    if not isinstance(value, str):
+        raise InvalidParameter(name, value, _SYMBOL_RULE)
+    return str(_symbol(name, value))
+
+
+def _optional_text(fields: Mapping[str, Any], name: str, pattern: str, low: int, high: int, rule: str) -> str | None:
+    if name not in fields:
+        return None
+    value = fields[name]
+    fits = isinstance(value, str) and low <= len(value) <= high and re.fullmatch(pattern, value)
+    # Text that cannot be encoded (a lone surrogate from a \ud800 escape) cannot be stored either.
+    if not (fits and _encodable(value)):
+        raise InvalidParameter(name, value, f"text of {low} to {high} characters, {rule}")
+    return str(value)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def read_operator(request: web.Request) -> str | None:
+    """The ``X-Operator`` header: who asks, recorded with the request (None when not given)."""
+    name = spec.OPERATOR_HEADER
+    given = request.headers.getall(name, [])
+    if not given:
+        return None
+    if len(given) > 1:
+        raise InvalidParameter(name, given, "a single value")
+    value = given[0]
+    if not (1 <= len(value) <= spec.OPERATOR_MAX and re.fullmatch(spec.OPERATOR_PATTERN, value)):
+        raise InvalidParameter(name, value, f"1 to {spec.OPERATOR_MAX} printable ASCII characters")
+    return value
+
+
+def _request_id(name: str, raw: str) -> uuid.UUID:
+    if not re.fullmatch(spec.UUID_PATTERN, raw):
+        raise InvalidParameter(name, raw, "a UUID like 6f1c2a8e-3b7d-4e0a-9c55-1d2e3f405162")
+    return uuid.UUID(raw)
+
+
+async def _json_body(request: web.Request, *, optional: bool = False) -> object:
+    """The body as JSON; an empty one is ``{}`` when the body is ``optional``."""
     # The body is read as JSON whatever its Content-Type: `curl -d` without -H sends a form type.
     with anyio.move_on_after(BODY_READ_TIMEOUT_S):
         raw = await request.read()
+        if optional and not raw.strip():
+            return {}
         try:
             return json.loads(raw, parse_float=Decimal)
         except ValueError:  # JSONDecodeError and UnicodeDecodeError
@@ -360,7 +430,7 @@ def _position_change(lineage: Lineage) -> dict[str, Any] | None:
 @attrs.frozen
 class _Handlers:
     queries: Queries
-    syncer: SyncRunner
+    operators: OperatorGateway
     metrics_source: MetricsSource
     assets: AssetDirectory
     document: bytes  # serialised once: the document never changes while the process runs
@@ -401,12 +471,6 @@ class _Handlers:
             return _not_found(f"no position in {asset} has ever been held")
         return _json(_pick(row, POSITION_COLUMNS))
 
-    async def sync(self, request: web.Request) -> web.Response:
-        read_query(request, {})
-        scope, asset = read_sync_request(await _json_body(request))
-        report = await self.syncer.sync(scope, asset)
-        return _json({**attrs.asdict(report), "errors": list(report.errors), "timestamp": now_iso()})
-
     async def signal(self, request: web.Request) -> web.Response:
         read_query(request, {})
         signal_id = _text_id("signal_id", request.match_info["signal_id"])
@@ -428,6 +492,57 @@ class _Handlers:
     async def openapi(self, request: web.Request) -> web.Response:
         read_query(request, {})
         return web.Response(body=self.document, content_type="application/json")
+
+    # --- operator actions and trading state (contract §11.5, §12, §13.4) ----------------------
+
+    async def trading_state(self, request: web.Request) -> web.Response:
+        read_query(request, {})
+        return _json(trading_states_json(await self.operators.trading_states()))
+
+    async def change_trading_state(self, request: web.Request) -> web.Response:
+        operator = _operator_of(request)
+        return await self._carry_out("trading_state", read_trading_state_request(await _json_body(request)), operator)
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        operator = _operator_of(request)
+        return await self._carry_out("cancel_order", {"id": _text_id("id", request.match_info["id"])}, operator)
+
+    async def cancel_all(self, request: web.Request) -> web.Response:
+        operator = _operator_of(request)
+        params = read_cancel_all_request(await _json_body(request, optional=True))
+        return await self._carry_out("cancel_all", params, operator)
+
+    async def close_position(self, request: web.Request) -> web.Response:
+        operator = _operator_of(request)
+        return await self._carry_out("close_position", {"asset": _symbol("asset", request.match_info["asset"])},
+                                     operator)  # fmt: skip
+
+    async def close_all(self, request: web.Request) -> web.Response:
+        return await self._carry_out("close_all", {}, _operator_of(request))
+
+    async def sync(self, request: web.Request) -> web.Response:
+        operator = _operator_of(request)
+        scope, asset = read_sync_request(await _json_body(request))
+        return await self._carry_out("sync", {"scope": scope, "asset": asset}, operator)
+
+    async def operator_request(self, request: web.Request) -> web.Response:
+        read_query(request, {})
+        request_id = _request_id("id", request.match_info["id"])
+        record = await self.operators.request(request_id)
+        if record is None:
+            return _not_found(f"no operator request {request_id}")
+        return _json(request_json(record))
+
+    async def _carry_out(self, kind: str, params: Mapping[str, Any], operator: str | None) -> web.Response:
+        """Record the request; answer with the leader's outcome, or 202 when it is not there in time."""
+        record = await self.operators.submit_and_wait(kind, params, operator, wait_s=spec.OPERATOR_WAIT_S)
+        return outcome_response(record)
+
+
+def _operator_of(request: web.Request) -> str | None:
+    """Who asks for a write (``X-Operator``, when given); a write takes no query parameter either."""
+    read_query(request, {})
+    return read_operator(request)
 
 
 def _not_found(message: str) -> web.Response:

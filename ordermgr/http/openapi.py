@@ -31,6 +31,23 @@ SIDE_PATTERN = r"^([Bb][Uu][Yy]|[Ss][Ee][Ll][Ll])$"  # Buy / Sell, any case
 SYNC_SCOPES = ("active", "all")
 SYNC_STATUSES = ("completed", "partial", "failed")
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+# Operator actions and trading state (contract §11.5, §12, §13.4).
+TRADING_STATES = ("active", "reducing", "halted")
+TRADING_SOURCES = ("operator", "automatic")
+REASON_MAX = 100
+REASON_PATTERN = r"^[^\u0000-\u001f\u007f]*$"  # a short code: one line, no control characters
+MESSAGE_MAX = 500
+MESSAGE_PATTERN = r"^[^\u0000]*$"  # free text, several lines allowed; PostgreSQL cannot store NUL
+OPERATOR_HEADER = "X-Operator"
+OPERATOR_MAX = 100
+OPERATOR_PATTERN = r"^[ -~]*$"  # printable ASCII: other bytes in a header have no agreed meaning
+OPERATOR_WAIT_S = 10  # how long the instance that took a write waits for the leader's outcome
+REQUEST_ID_HEADER = "X-Operator-Request-Id"  # on every answer to a recorded write: where its audit record is
+REQUEST_KINDS = ("trading_state", "cancel_order", "cancel_all", "close_position", "close_all", "sync")
+REQUEST_STATUSES = ("pending", "running", "done", "failed")
+CLOSE_STATUSES = ("closed", "already_flat", "failed")
 
 _DESCRIPTION = """\
 Order Manager: signal-driven order placement on Bybit v5 (linear).
@@ -45,6 +62,14 @@ Decimals (prices, quantities, fees, PnL) are strings; timestamps are ISO 8601 in
 `date_from` and `date_to` both include their bound and filter on `created_at`; a range whose
 `date_from` is after its `date_to` matches nothing. `total_pages` is 0 when nothing matches; a
 page beyond the last one is an empty list with the true totals.
+
+Writes (`PUT /api/v1/trading-state`, the cancels and closes, `POST /api/v1/sync`) are accepted by
+every instance: each is recorded in PostgreSQL with its `X-Operator` header (the audit trail) and
+carried out by the leader. The instance that took it waits up to 10 s and answers with the
+leader's outcome, status and body as the leader gave them; after that it answers 202 with the
+request's id and a `Location`, and `GET /api/v1/operator-requests/{id}` tells the outcome. Every
+answer to a recorded write carries the request's id in `X-Operator-Request-Id`. With no leader
+the answer is 503 `no_leader` and nothing is recorded.
 """
 
 
@@ -68,11 +93,13 @@ UUID = {"type": "string", "format": "uuid"}
 MILLISECONDS = {"type": ["number", "null"], "minimum": 0, "description": "milliseconds; null before any sample"}
 
 
-def _object(properties: dict[str, Any], description: str | None = None) -> dict[str, Any]:
-    """A closed object whose every property is always present (null when unknown)."""
+def _object(
+    properties: dict[str, Any], description: str | None = None, optional: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A closed object whose every property is always present (null when unknown), but ``optional``."""
     schema: dict[str, Any] = {
         "type": "object",
-        "required": list(properties),
+        "required": [name for name in properties if name not in optional],
         "additionalProperties": False,
         "properties": properties,
     }
@@ -239,6 +266,101 @@ RATE_LIMITS = _object({
     "in_flight": {**COUNT, "description": "venue requests in flight, all endpoints"},
 }, "the account's rate-limit budget (one for the whole service, contract §15)")  # fmt: skip
 
+SYMBOL = {"type": "string", "pattern": SYMBOL_PATTERN}
+TRADING_STATE = {"type": "string", "enum": list(TRADING_STATES)}
+
+TRADING_SCOPE = _object({
+    "state": TRADING_STATE,
+    "reason": {**_or_null(STRING), "description": "a short code (operator, daily_loss_limit, venue_errors, "
+               "venue_rejections, position_mismatch, or the operator's own); null while never set"},
+    "message": _or_null(STRING),
+    "source": {"type": ["string", "null"], "enum": [*TRADING_SOURCES, None]},
+    "operator": {**_or_null(STRING), "description": "the X-Operator header of the change, when given"},
+    "since": {**_or_null(TIMESTAMP), "description": "null: never set, the default active"},
+}, "one scope's trading state")  # fmt: skip
+
+TRADING_STATES_VIEW = _object({
+    "global": _ref("TradingScope"),
+    "assets": {"type": "object", "additionalProperties": _ref("TradingScope"),
+               "description": "the assets that have a state of their own, by symbol; an asset's effective "
+                              "state is the stricter of its own and the global one"},
+})  # fmt: skip
+
+TRADING_STATE_CHANGE = {
+    "type": "object",
+    "required": ["state"],
+    "additionalProperties": False,
+    "properties": {
+        "state": TRADING_STATE,
+        "asset": {**SYMBOL, "description": "change this asset's own state (absent: the global state); returning "
+                                           "an asset to active removes its own state"},
+        "reason": {"type": "string", "minLength": 1, "maxLength": REASON_MAX, "pattern": REASON_PATTERN,
+                   "default": "operator", "description": "a short code, for alerts and dashboards"},
+        "message": {"type": "string", "maxLength": MESSAGE_MAX, "pattern": MESSAGE_PATTERN,
+                    "description": "free text for the people who read the state"},
+    },
+}  # fmt: skip
+
+CANCEL_ALL_REQUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"asset": {**SYMBOL, "description": "only this symbol's orders (absent: every symbol's)"}},
+}
+
+CANCEL_ALL_RESULT = _object({
+    "cancelled": COUNT,
+    "failed": {"type": "array", "description": "orders not cancelled: the venue refused, or they filled meanwhile",
+               "items": _object({"order_link_id": STRING, "error": STRING, "asset": STRING})},
+    "timestamp": TIMESTAMP,
+})  # fmt: skip
+
+CLOSED_POSITION = _object({
+    "asset": STRING,
+    "size": {**DECIMAL, "description": "signed: negative = short"},
+    "average_entry_price": DECIMAL,
+    "realized_pnl": DECIMAL,
+    "fees": DECIMAL,
+    "last_price": _or_null(DECIMAL),
+    "unrealized_pnl": DECIMAL,
+}, "the service's position after the close")  # fmt: skip
+
+CLOSE_RESULT = _object({
+    "status": {"type": "string", "enum": list(CLOSE_STATUSES)},
+    "orders": {"type": "array", "items": _ref("Order"), "description": "the reduce-only Market orders it placed"},
+    "position": _ref("ClosedPosition"),
+    "venue_size": {**_or_null(DECIMAL), "description": "the venue's position as read before the close (signed)"},
+    "error": {"type": "string", "description": "why the close failed (status failed only)"},
+}, optional=("error",))  # fmt: skip
+
+CLOSE_ALL_RESULT = _object({
+    "results": {"type": "object", "additionalProperties": _ref("CloseResult"),
+                "description": "every asset with a position, here or on the venue, by symbol"},
+    "timestamp": TIMESTAMP,
+})  # fmt: skip
+
+ACCEPTED = _object({
+    "request_id": UUID,
+    "status": {"type": "string", "enum": ["pending", "running"]},
+    "location": {"type": "string", "description": "where the outcome will be (also the Location header)",
+                 "example": "/api/v1/operator-requests/6f1c2a8e-3b7d-4e0a-9c55-1d2e3f405162"},
+}, "the leader has not finished within 10 s; the request stands (a request no leader begins within 60 s "
+   "expires)")  # fmt: skip
+
+OPERATOR_REQUEST = _object({
+    "id": UUID,
+    "kind": {"type": "string", "enum": list(REQUEST_KINDS)},
+    "params": {"type": "object", "description": "what was asked, as recorded"},
+    "operator": {**_or_null(STRING), "description": "the X-Operator header"},
+    "status": {"type": "string", "enum": list(REQUEST_STATUSES),
+               "description": "done: answered below 500; failed: answered 500 or above (expired, venue down, ...)"},
+    "http_status": {"type": ["integer", "null"], "description": "the outcome's status; null until finished"},
+    "result": {"description": "the outcome's body, as the write itself would have answered; null until finished"},
+    "taken_by": {"type": "string", "description": "the instance that took the request"},
+    "executed_by": {**_or_null(STRING), "description": "the leader that carried it out"},
+    "created_at": TIMESTAMP,
+    "finished_at": _or_null(TIMESTAMP),
+}, "an operator request (also the audit trail)")  # fmt: skip
+
 ERROR = _object({
     "error": {"type": "string", "description": "what went wrong, for people"},
     "code": {"type": "string", "description": "what went wrong, for programs"},
@@ -286,6 +408,16 @@ SCHEMAS: dict[str, Any] = {
         "timestamp": TIMESTAMP,
     }),
     "RateLimits": RATE_LIMITS,
+    "TradingScope": TRADING_SCOPE,
+    "TradingStates": TRADING_STATES_VIEW,
+    "TradingStateChange": TRADING_STATE_CHANGE,
+    "CancelAllRequest": CANCEL_ALL_REQUEST,
+    "CancelAllResult": CANCEL_ALL_RESULT,
+    "ClosedPosition": CLOSED_POSITION,
+    "CloseResult": CLOSE_RESULT,
+    "CloseAllResult": CLOSE_ALL_RESULT,
+    "Accepted": ACCEPTED,
+    "OperatorRequest": OPERATOR_REQUEST,
     "Error": ERROR,
     "Health": _object({"status": {"type": "string", "const": "healthy"}, "timestamp": TIMESTAMP}),
     "Readiness": _object({
@@ -313,7 +445,6 @@ def _path(name: str, schema: dict[str, Any], description: str, example: str) -> 
             "example": example}  # fmt: skip
 
 
-SYMBOL = {"type": "string", "pattern": SYMBOL_PATTERN}
 TEXT_ID = {"type": "string", "minLength": 1, "maxLength": TEXT_ID_MAX, "pattern": TEXT_ID_PATTERN}
 
 PARAMETERS: dict[str, Any] = {
@@ -337,6 +468,12 @@ PARAMETERS: dict[str, Any] = {
 }  # fmt: skip
 ORDER_FILTERS = tuple(PARAMETERS)  # the query parameters of GET /api/v1/orders, in order
 
+OPERATOR = {
+    "name": OPERATOR_HEADER, "in": "header", "required": False, "example": "alice",
+    "schema": {"type": "string", "minLength": 1, "maxLength": OPERATOR_MAX, "pattern": OPERATOR_PATTERN},
+    "description": "who asks (1 to 100 printable ASCII characters); recorded with the request and the change",
+}  # fmt: skip
+
 
 def _param(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/parameters/{name}"}
@@ -355,16 +492,38 @@ RESPONSES = {
     "Unauthorized": _error("X-API-Key missing or wrong (code unauthorized)"),
     "NotFound": _error("no such resource (code not_found), or a symbol the venue does not list (code unknown_asset)"),
     "Conflict": _error("a sync is already running (code sync_in_progress)"),
+    "NotOpen": _error("the order is already final: filled, cancelled or rejected (code order_not_open)"),
     "RequestTimeout": _error("the body did not arrive in time (code request_timeout)"),
     "PayloadTooLarge": _error("the body is over 1 MiB (code payload_too_large)"),
     "Unavailable": _error("PostgreSQL unreachable or too slow (code database_unavailable)"),
     "InternalError": _error("a bug: logged with its traceback (code internal_error)"),
+    "NotCarriedOut": {
+        **_error("not carried out: no instance leads (code no_leader; nothing was recorded), PostgreSQL unreachable "
+                 "(database_unavailable), no leader took the request within 60 s (expired), or, for close-all, "
+                 "the venue's positions could not be read (venue_unavailable)"),
+        "content": {"application/json": {"schema": _ref("Error"), "example": {
+            "error": "no instance leads right now; try again in a few seconds", "code": "no_leader", "details": {}}}},
+    },
+    "Accepted": {
+        **_json("the leader has not finished within 10 s; the request stands, its outcome will be at Location",
+                _ref("Accepted")),
+        "headers": {"Location": {"description": "the request's URL: GET it for the outcome", "required": True,
+                                 "schema": {"type": "string"}},
+                    REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}},
+        "links": {"outcome": {"operationId": "getOperatorRequest",
+                              "parameters": {"id": "$response.body#/request_id"}}},
+    },
+}
+HEADERS = {
+    "RequestId": {"description": "the operator request's id: GET /api/v1/operator-requests/{id} shows it",
+                  "required": True, "schema": {**UUID, "pattern": UUID_PATTERN}},
 }
 
 
 def _errors(*names: str) -> dict[str, Any]:
-    codes = {"BadRequest": "400", "Unauthorized": "401", "NotFound": "404", "RequestTimeout": "408", "Conflict": "409",
-             "PayloadTooLarge": "413", "InternalError": "500", "Unavailable": "503"}  # fmt: skip
+    codes = {"Accepted": "202", "BadRequest": "400", "Unauthorized": "401", "NotFound": "404", "RequestTimeout": "408",
+             "Conflict": "409", "NotOpen": "409", "PayloadTooLarge": "413", "InternalError": "500",
+             "Unavailable": "503", "NotCarriedOut": "503"}  # fmt: skip
     return {codes[name]: {"$ref": f"#/components/responses/{name}"} for name in sorted(names, key=codes.__getitem__)}
 
 
@@ -413,8 +572,6 @@ def _probes() -> dict[str, Any]:
 
 def _api_paths() -> dict[str, Any]:
     v1 = f"{API_PREFIX}/v1"
-    sync_body = {"schema": _ref("SyncRequest"), "example": {"scope": "active"}}
-    sync_request = {"required": True, "content": {"application/json": sync_body}}
     return {
         f"{v1}/orders": _get(
             "listOrders", "orders, filtered and paged", _json("one page of orders", _ref("OrderList")),
@@ -436,13 +593,6 @@ def _api_paths() -> dict[str, Any]:
             [_path("asset", SYMBOL, "symbol, case-insensitive; 404 not_found when never held, unknown_asset when "
                    "the venue does not list it", "BTCUSDT")],
         ),
-        f"{v1}/sync": {"post": {
-            "operationId": "sync", "summary": "synchronise orders with the venue now", "tags": ["api"],
-            "requestBody": sync_request,
-            "responses": {"200": _json("what the sync did", _ref("SyncReport")),
-                          **_errors(*_API_ERRORS, "NotFound", "RequestTimeout", "Conflict", "PayloadTooLarge",
-                                    "Unavailable")},
-        }},
         f"{v1}/signals/{{signal_id}}": _get(
             "getSignalLineage", "a signal's lineage: raw signal, decision, orders, events, fills, position",
             _json("the lineage", _ref("SignalLineage")), (*_API_ERRORS, "NotFound", "Unavailable"),
@@ -457,6 +607,96 @@ def _api_paths() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _write(
+    operation_id: str, summary: str, ok: dict[str, Any], errors: tuple[str, ...], *,
+    parameters: tuple[dict[str, Any], ...] = (), body: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """An operator write (contract §13.4): the leader's outcome, or 202 when it is late."""
+    recorded = {
+        "headers": {REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}},
+        "links": {"request": {"operationId": "getOperatorRequest",
+                              "parameters": {"id": f"$response.header.{REQUEST_ID_HEADER}"}}},
+    }
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": ["operator"],
+        "parameters": [*parameters, _param("operator")],
+        "responses": {"200": {**ok, **recorded}, **_errors("Accepted", *_API_ERRORS, "NotCarriedOut", *errors)},
+    }
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+def _body(schema: str, required: bool, examples: dict[str, Any]) -> dict[str, Any]:
+    content = {"schema": _ref(schema), "examples": {name: {"value": value} for name, value in examples.items()}}
+    return {"required": required, "content": {"application/json": content}}
+
+
+_HALT = {"state": "halted", "reason": "maintenance", "message": "venue maintenance 14:00-15:00 UTC"}
+_HALTED_VIEW = {
+    "global": {"state": "halted", "reason": "maintenance", "message": "venue maintenance 14:00-15:00 UTC",
+               "source": "operator", "operator": "alice", "since": "2026-12-04T13:55:00Z"},
+    "assets": {"ETHUSDT": {"state": "reducing", "reason": "venue_rejections", "message": None, "source": "automatic",
+                           "operator": None, "since": "2026-12-04T11:02:13Z"}},
+}  # fmt: skip
+
+
+def _operator_paths() -> dict[str, Any]:
+    v1 = f"{API_PREFIX}/v1"
+    asset = _path("asset", SYMBOL, "symbol, case-insensitive", "BTCUSDT")
+    order_id = _path("id", TEXT_ID, "internal uuid, venue order_id, or order_link_id", "om-bbca3ee2f79c5b36f54e-1-1")
+    request_id = _path("id", {**UUID, "pattern": UUID_PATTERN}, "the request_id of a 202",
+                       "6f1c2a8e-3b7d-4e0a-9c55-1d2e3f405162")
+    states = {**_json("every scope's trading state", _ref("TradingStates")), "content": {"application/json": {
+        "schema": _ref("TradingStates"), "example": _HALTED_VIEW}}}
+    return {
+        f"{v1}/trading-state": {
+            **_get("getTradingState", "the global trading state and each asset's own (from the database, any "
+                   "instance)", states, (*_API_ERRORS, "Unavailable"), tag="operator"),
+            "put": _write(
+                "setTradingState", "change the global state or one asset's (active, reducing, halted)",
+                {**states, "description": "the trading state after the change"},
+                ("RequestTimeout", "PayloadTooLarge"),
+                body=_body("TradingStateChange", True, {
+                    "halt everything": _HALT, "only reduce one asset": {"state": "reducing", "asset": "BTCUSDT"},
+                    "resume": {"state": "active"},
+                }),
+            ),
+        },
+        f"{v1}/orders/{{id}}/cancel": {"post": _write(
+            "cancelOrder", "cancel one of our orders (any trading state)",
+            _json("the order after the cancel", _ref("Order")), ("NotFound", "NotOpen"), parameters=(order_id,),
+        )},
+        f"{v1}/orders/cancel-all": {"post": _write(
+            "cancelAllOrders", "cancel every open order of ours, or one asset's (never the venue's cancel-all)",
+            _json("what was cancelled, and what the venue refused", _ref("CancelAllResult")),
+            ("NotFound", "RequestTimeout", "PayloadTooLarge"),
+            body=_body("CancelAllRequest", False, {"every asset": {}, "one asset": {"asset": "BTCUSDT"}}),
+        )},
+        f"{v1}/positions/{{asset}}/close": {"post": _write(
+            "closePosition", "cancel our open orders on the asset, then close its position with reduce-only Market "
+            "orders", _json("the close's outcome", _ref("CloseResult")), ("NotFound",), parameters=(asset,),
+        )},
+        f"{v1}/positions/close-all": {"post": _write(
+            "closeAllPositions", "close every position, here or on the venue",
+            _json("each asset's close", _ref("CloseAllResult")), (),
+        )},
+        f"{v1}/sync": {"post": _write(
+            "sync", "synchronise orders with the venue now", _json("what the sync did", _ref("SyncReport")),
+            ("NotFound", "RequestTimeout", "Conflict", "PayloadTooLarge"),
+            body=_body("SyncRequest", True, {"open orders": {"scope": "active"},
+                                             "adopt one asset's": {"scope": "all", "asset": "BTCUSDT"}}),
+        )},
+        f"{v1}/operator-requests/{{id}}": _get(
+            "getOperatorRequest", "an operator request and, once finished, its outcome",
+            _json("the request", _ref("OperatorRequest")), (*_API_ERRORS, "NotFound", "Unavailable"), [request_id],
+            tag="operator",
+        ),
+    }  # fmt: skip
+
+
 def build_document() -> dict[str, Any]:
     """A fresh copy each call: callers may not mutate the served document by accident."""
     return copy.deepcopy({
@@ -465,12 +705,15 @@ def build_document() -> dict[str, Any]:
         "servers": [{"url": "/", "description": "the service's HTTP port (ORDER_MANAGER_PORT)"}],
         "security": [{"ApiKey": []}],
         "tags": [{"name": "api", "description": "query API (X-API-Key)"},
+                 {"name": "operator", "description": "operator actions and trading state (X-API-Key): recorded, "
+                                                     "carried out by the leader"},
                  {"name": "probes", "description": "health probes and Prometheus metrics (no key)"}],
-        "paths": {**_probes(), **_api_paths()},
+        "paths": {**_probes(), **_api_paths(), **_operator_paths()},
         "components": {
             "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
             "schemas": SCHEMAS,
-            "parameters": PARAMETERS,
+            "parameters": {**PARAMETERS, "operator": OPERATOR},
             "responses": RESPONSES,
+            "headers": HEADERS,
         },
     })  # fmt: skip

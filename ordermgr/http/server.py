@@ -1,6 +1,8 @@
 """The aiohttp server: probes and ``/metrics`` (open), and the REST API under ``/api/`` (X-API-Key).
 
-Handlers never mutate state: aiohttp may cancel a handler when its client disconnects.
+Handlers never change trading state themselves: a write is recorded as an operator request and
+carried out by the leader (``ordermgr.http.operator``), so a client that goes away mid-request
+leaves nothing half done.
 """
 
 from __future__ import annotations

@@ -28,11 +28,11 @@ from psycopg_pool import AsyncConnectionPool
 from ordermgr.bybit.budget import RateBudget
 from ordermgr.db.migrate import apply_migrations
 from ordermgr.db.queries import OrderFilter, OrderPage, Queries, orders_statements
-from ordermgr.domain.errors import SyncInProgress, UnknownAsset
 from ordermgr.domain.model import Priority, SyncReport
 from ordermgr.http.api import create_api
 from ordermgr.metrics import SymbolMetrics
 from tests import support
+from tests.http.fakes import FakeDesk, FakeGateway, FakeSync
 
 KEY = "test-api-key"
 AUTH = {"X-API-Key": KEY}
@@ -189,27 +189,6 @@ async def empty_database(conninfo: str) -> str:
 
 
 @attrs.define
-class FakeSync:
-    """The sync runner and the asset directory: the venue lists ``listed``."""
-
-    report: SyncReport = attrs.field(factory=lambda: SyncReport("completed", 5, 2, ()))
-    busy: bool = False
-    calls: list[tuple[str, str | None]] = attrs.Factory(list)
-    listed: frozenset[str] = frozenset({"BTCUSDT", "ETHUSDT", "SOLUSDT"})
-
-    async def sync(self, scope: str, asset: str | None) -> SyncReport:
-        if self.busy:
-            raise SyncInProgress()
-        if asset is not None and asset not in self.listed:
-            raise UnknownAsset(asset)
-        self.calls.append((scope, asset))
-        return self.report
-
-    async def is_listed(self, asset: str) -> bool | None:
-        return asset in self.listed
-
-
-@attrs.define
 class FakeMetrics:
     snapshot: dict[str, SymbolMetrics] = attrs.Factory(dict)
 
@@ -266,10 +245,17 @@ def fake_metrics() -> FakeMetrics:
 
 
 @pytest.fixture
+def fake_gateway(fake_sync: FakeSync) -> FakeGateway:
+    """A leader whose desk syncs with ``fake_sync``."""
+    return FakeGateway(FakeDesk(fake_sync))
+
+
+@pytest.fixture
 async def client(
-    pool: AsyncConnectionPool[Any], fake_sync: FakeSync, fake_metrics: FakeMetrics
+    pool: AsyncConnectionPool[Any], fake_sync: FakeSync, fake_metrics: FakeMetrics, fake_gateway: FakeGateway
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    api = create_api(queries=Queries(pool), api_key=KEY, sync=fake_sync, metrics=fake_metrics, assets=fake_sync)
+    api = create_api(queries=Queries(pool), api_key=KEY, operators=fake_gateway, metrics=fake_metrics,
+                     assets=fake_sync)  # fmt: skip
     async with TestClient(TestServer(root_app(api))) as test_client:
         yield test_client
 
@@ -738,8 +724,8 @@ def busy_budget() -> RateBudget:
 
 async def test_metrics_carry_the_rate_limit_budget(pool: AsyncConnectionPool[Any], fake_sync: FakeSync) -> None:
     budget = busy_budget()
-    api = create_api(queries=Queries(pool), api_key=KEY, sync=fake_sync, metrics=FakeMetrics(), assets=fake_sync,
-                     rate_limits=lambda: budget.figures().as_fields())  # fmt: skip
+    api = create_api(queries=Queries(pool), api_key=KEY, operators=FakeGateway(), metrics=FakeMetrics(),
+                     assets=fake_sync, rate_limits=lambda: budget.figures().as_fields())  # fmt: skip
     async with TestClient(TestServer(root_app(api))) as client:
         status, body = await get(client, "/api/v1/metrics")
     assert status == 200
@@ -763,7 +749,8 @@ async def test_database_down_is_a_503(fake_sync: FakeSync, fake_metrics: FakeMet
     # Port 9 (discard) has no PostgreSQL: the pool never gets a connection and times out.
     unreachable = "host=127.0.0.1 port=9 dbname=none user=none connect_timeout=1"
     async with AsyncConnectionPool(unreachable, open=False, min_size=0, max_size=1, timeout=0.2) as down:
-        api = create_api(queries=Queries(down), api_key=KEY, sync=fake_sync, metrics=fake_metrics, assets=fake_sync)
+        api = create_api(queries=Queries(down), api_key=KEY, operators=FakeGateway(), metrics=fake_metrics,
+                         assets=fake_sync)  # fmt: skip
         async with TestClient(TestServer(root_app(api))) as client:
             for path in ("/api/v1/orders", "/api/v1/orders/x", "/api/v1/positions", "/api/v1/positions/BTCUSDT",
                          "/api/v1/signals/x"):  # fmt: skip
@@ -779,7 +766,7 @@ class BrokenQueries:
 
 
 async def test_a_bug_is_a_500_in_the_error_shape(fake_sync: FakeSync, fake_metrics: FakeMetrics) -> None:
-    api = create_api(queries=BrokenQueries(), api_key=KEY, sync=fake_sync,  # type: ignore[arg-type]
+    api = create_api(queries=BrokenQueries(), api_key=KEY, operators=FakeGateway(),  # type: ignore[arg-type]
                      metrics=fake_metrics, assets=fake_sync)
     async with TestClient(TestServer(root_app(api))) as client:
         status, body = await get(client, "/api/v1/positions")
@@ -788,7 +775,7 @@ async def test_a_bug_is_a_500_in_the_error_shape(fake_sync: FakeSync, fake_metri
 
 def test_create_api_refuses_an_empty_key(fake_sync: FakeSync, fake_metrics: FakeMetrics) -> None:
     with pytest.raises(ValueError, match="API key"):
-        create_api(queries=None, api_key="", sync=fake_sync, metrics=fake_metrics,  # type: ignore[arg-type]
+        create_api(queries=None, api_key="", operators=FakeGateway(), metrics=fake_metrics,  # type: ignore[arg-type]
                    assets=fake_sync)
 
 
@@ -840,7 +827,8 @@ async def test_listing_one_asset_stays_fast_with_100_000_orders(
     assert "Seq Scan" not in list_plan + count_plan  # both walk an index
     async with AsyncConnectionPool(perf_database, open=False, kwargs={"row_factory": dict_row}) as pool:
         await pool.wait()  # connections established: measure requests, not connecting
-        api = create_api(queries=Queries(pool), api_key=KEY, sync=fake_sync, metrics=fake_metrics, assets=fake_sync)
+        api = create_api(queries=Queries(pool), api_key=KEY, operators=FakeGateway(), metrics=fake_metrics,
+                         assets=fake_sync)  # fmt: skip
         async with TestClient(TestServer(root_app(api))) as client:
             http_ms = []
             for _ in range(10):

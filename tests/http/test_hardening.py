@@ -16,7 +16,8 @@ from ordermgr.db.queries import Queries
 from ordermgr.http.api import create_api
 from ordermgr.http.openapi import build_document
 from ordermgr.http.server import create_app, serve
-from tests.http.test_api import KEY, FakeMetrics, FakeSync
+from tests.http.fakes import FakeGateway, FakeSync
+from tests.http.test_api import KEY, FakeMetrics
 from tests.http.test_openapi import AllUp
 
 pytestmark = pytest.mark.anyio
@@ -28,7 +29,7 @@ HEAD_TIMEOUT_S = 0.5
 async def port() -> AsyncIterator[int]:
     sync = FakeSync()
     queries = Queries(None)  # type: ignore[arg-type]  # no request here reaches a query
-    api = create_api(queries=queries, api_key=KEY, sync=sync, metrics=FakeMetrics(), assets=sync)
+    api = create_api(queries=queries, api_key=KEY, operators=FakeGateway(), metrics=FakeMetrics(), assets=sync)
     async with anyio.create_task_group() as tg:
         yield await tg.start(lambda task_status: serve(create_app(AllUp(), api=api), "127.0.0.1", 0,
                                                        head_timeout_s=HEAD_TIMEOUT_S, task_status=task_status))

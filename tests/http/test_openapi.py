@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,21 +20,25 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from ordermgr.db.queries import Queries
+from ordermgr.db.requests import OperatorRequest
+from ordermgr.domain.model import OrderRecord
 from ordermgr.http.api import create_api
 from ordermgr.http.openapi import build_document
 from ordermgr.http.prometheus import ServiceSources
 from ordermgr.http.server import create_app, serve
 from ordermgr.metrics import SymbolMetrics
+from tests.http.fakes import NOW, FakeDesk, FakeGateway, FakeSync, open_order
 from tests.http.test_api import (
     ACCEPTED_SIGNAL,
     AUTH,
     KEY,
+    ORDERS,
     REJECTED_SIGNAL,
     Client,
     FakeMetrics,
-    FakeSync,
     busy_budget,
     empty_database,
+    lineage_rows,
     private_database,
     seed,
 )
@@ -55,12 +60,30 @@ class AllUp:
         return {"role": "leader", "trading_state": "active"}
 
 
-def service_app(pool: AsyncConnectionPool[Any]) -> web.Application:
+def path_example(path: str, method: str) -> str:
+    [parameter] = [p for p in DOCUMENT["paths"][path][method]["parameters"] if p.get("in") == "path"]
+    return str(parameter["example"])
+
+
+def leader() -> FakeGateway:
+    """A leader that answers at once, as the desk would. Its book is the seeded orders and one
+    under the id the document gives as an example, and it has carried out a request under the
+    example request id (random ids find only 404s)."""
+    seeded = [OrderRecord(**row) for row in [*ORDERS, *lineage_rows()["orders"]]]
+    desk = FakeDesk(FakeSync(), [*seeded, open_order(path_example("/api/v1/orders/{id}/cancel", "post"))])
+    request_id = uuid.UUID(path_example("/api/v1/operator-requests/{id}", "get"))
+    done = OperatorRequest(request_id, "close_all", {}, "alice", "done", NOW, 200, {"results": {}, "timestamp": NOW},
+                           "host-a:101", "host-a:101", NOW)  # fmt: skip
+    return FakeGateway(desk, requests={request_id: done})
+
+
+def service_app(pool: AsyncConnectionPool[Any], operators: FakeGateway | None = None) -> web.Application:
     """The parent app with the probes, /metrics and the API mounted as app.py mounts them."""
     sync = FakeSync()
     budget = busy_budget()
     queries, rate_limits = Queries(pool), lambda: budget.figures().as_fields()
-    api = create_api(queries=queries, api_key=KEY, sync=sync, metrics=METRICS, assets=sync, rate_limits=rate_limits)
+    api = create_api(queries=queries, api_key=KEY, operators=operators or leader(), metrics=METRICS, assets=sync,
+                     rate_limits=rate_limits)  # fmt: skip
     scrape = ServiceSources(metrics=METRICS, queries=queries, rate_limits=rate_limits, role=lambda: "leader",
                             trading_states=dict)  # fmt: skip
     return create_app(AllUp(), api=api, scrape=scrape)
@@ -87,7 +110,7 @@ def test_every_route_is_documented_and_every_documented_route_exists() -> None:
 
 def test_every_reference_resolves_and_the_api_needs_the_key() -> None:
     text = json.dumps(DOCUMENT)
-    for kind in ("schemas", "parameters", "responses"):
+    for kind in ("schemas", "parameters", "responses", "headers"):
         for name in DOCUMENT["components"][kind]:
             assert f'"#/components/{kind}/{name}"' in text or kind == "schemas", name
     for ref in {part.split('"')[0] for part in text.split('"$ref": "')[1:]}:
@@ -100,6 +123,35 @@ def test_every_reference_resolves_and_the_api_needs_the_key() -> None:
             assert {"200", "400", "401"} <= set(operation["responses"])
         else:
             assert operation["security"] == []
+
+
+def _resolved(item: dict[str, Any], kind: str) -> dict[str, Any]:
+    return DOCUMENT["components"][kind][item["$ref"].rsplit("/", 1)[1]] if "$ref" in item else item
+
+
+def _examples(operation: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    """(where, schema, example) for every example an operation gives: parameters, bodies, answers."""
+    for parameter in (_resolved(p, "parameters") for p in operation.get("parameters", [])):
+        if "example" in parameter:
+            yield parameter["name"], parameter["schema"], parameter["example"]
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    for name, example in body.get("examples", {}).items():
+        yield f"body {name!r}", body["schema"], example["value"]
+    for status, response in operation["responses"].items():
+        content = _resolved(response, "responses").get("content", {}).get("application/json", {})
+        if "example" in content:
+            yield f"answer {status}", content["schema"], content["example"]
+
+
+def test_every_example_keeps_to_its_own_schema() -> None:
+    checked = 0
+    for method, path in _operations(DOCUMENT):
+        for where, schema, example in _examples(DOCUMENT["paths"][path][method.lower()]):
+            validator = jsonschema_rs.validator_for({**schema, "components": DOCUMENT["components"]},
+                                                    validate_formats=True)  # fmt: skip
+            assert [error.message for error in validator.iter_errors(example)] == [], (method, path, where)
+            checked += 1
+    assert checked >= 30  # the operator writes alone give a dozen
 
 
 def response_validator(path: str, method: str = "get", status: str = "200") -> Any:

@@ -27,7 +27,8 @@ from ordermgr.http.prometheus import CONTENT_TYPE, ScrapeSources, ServiceSources
 from ordermgr.http.server import create_app
 from ordermgr.metrics import ACK_LATENCY_BUCKETS_S, MetricsRecorder, SymbolMetrics
 from tests import support
-from tests.http.test_api import AUTH, KEY, FakeMetrics, FakeSync, busy_budget, empty_database, event, insert
+from tests.http.fakes import FakeGateway, FakeSync
+from tests.http.test_api import AUTH, KEY, FakeMetrics, busy_budget, empty_database, event, insert
 from tests.http.test_api import private_database
 from tests.http.test_openapi import AllUp
 from tests.service import paper_venue, publish, reset_queues, running_service
@@ -79,7 +80,7 @@ def sources() -> FakeSources:
 async def client(sources: FakeSources) -> AsyncIterator[Client]:
     sync = FakeSync()
     queries = Queries(None)  # type: ignore[arg-type]  # no request here reaches a query
-    api = create_api(queries=queries, api_key=KEY, sync=sync, metrics=FakeMetrics(), assets=sync)
+    api = create_api(queries=queries, api_key=KEY, operators=FakeGateway(), metrics=FakeMetrics(), assets=sync)
     async with TestClient(TestServer(create_app(AllUp(), api=api, scrape=sources))) as test_client:
         yield test_client
 
