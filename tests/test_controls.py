@@ -143,6 +143,10 @@ async def test_cancel_one_and_cancel_all_touch_only_our_open_orders(fresh: str) 
             await publish(json.dumps(body).encode())
             await acked(service, f"k-{n}")
         [first, *_] = [o for o in our_venue_orders(venue) if o.status == "New"]
+        venue.faults.fault_path, venue.faults.error_code, venue.faults.error_next = "/v5/order/cancel", 10001, 1
+        refused = await ask(fresh, "cancel_order", {"id": first.order_link_id})
+        assert refused.http_status == 503 and refused.result["code"] == "cancel_failed", refused.result
+        assert refused.result["details"]["order"]["status"] == "pending"
         cancelled = await ask(fresh, "cancel_order", {"id": first.order_link_id})
         assert cancelled.http_status == 200 and cancelled.result["status"] == "cancelled"
         again = await ask(fresh, "cancel_order", {"id": first.order_link_id})
@@ -159,6 +163,8 @@ async def test_a_halt_is_kept_across_a_restart(fresh: str) -> None:
     venue = paper_venue(amqp_url=support.AMQP_URL)
     async with running_service(venue=venue):
         await ask(fresh, "trading_state", {"state": "halted", "asset": "ETHUSDT", "reason": "maintenance"})
+        unlisted = await ask(fresh, "trading_state", {"state": "halted", "asset": "NOPEUSDT"})
+        assert unlisted.http_status == 404 and unlisted.result["code"] == "unknown_asset"
     async with running_service(venue=venue) as service:
         await publish(signal("h-after-restart", asset="ETHUSDT"))
         await acked(service, "h-after-restart")

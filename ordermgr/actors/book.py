@@ -343,7 +343,10 @@ class SymbolBook:
         if record is None:
             return SyncResult()
         log.info("cancel requested", extra={**record_context(record), "outcome": type(outcome).__name__})
-        return await self._sync_one(record, None, resend_unseen=resend_unseen)
+        result = await self._sync_one(record, None, resend_unseen=resend_unseen)
+        if not isinstance(outcome, Accepted) and order_link_id in self.open:  # refused, and still open
+            result += SyncResult(errors=(f"{order_link_id}: the venue did not cancel it: {outcome}",))
+        return result
 
     async def adopt(self, update: VenueOrder, signal_id: str) -> bool:
         """Take in an order with our prefix that the venue has and we do not (lessons §2, §16)."""

@@ -22,7 +22,7 @@ from ordermgr.actors.control import TradingControl
 from ordermgr.actors.messages import ActorMessage, CancelAll, CancelOrder, ClosePosition
 from ordermgr.actors.supervisor import Supervisor
 from ordermgr.actors.sync import SyncService
-from ordermgr.domain.errors import StoreUnavailable, SyncInProgress, UnknownAsset, VenueUnavailable
+from ordermgr.domain.errors import Fenced, StoreUnavailable, SyncInProgress, UnknownAsset, VenueUnavailable
 from ordermgr.domain.trading import OPERATOR_REASON, Source, StateChange, TradingState
 from ordermgr.domain.views import close_json, order_json, trading_states_json
 from ordermgr.ports import Store, Venue, until_stored
@@ -88,6 +88,8 @@ class OperatorDesk:
 
     async def _trading_state(self, request: Request) -> Outcome:
         params = request.params
+        if params.get("asset") is not None:
+            await self._require_listed(params["asset"])  # a state nobody could ever lift by trading it
         change = StateChange(TradingState(params["state"]), params.get("asset"), params.get("reason") or OPERATOR_REASON,
                              Source.OPERATOR, params.get("message"), request.operator)  # fmt: skip
         return 200, trading_states_json(await self.control.change(change, request.id))
@@ -104,6 +106,9 @@ class OperatorDesk:
             return error(409, "order_not_open", f"order {found.order_link_id} is already {found.status}",
                          status=found.status, order_link_id=found.order_link_id)  # fmt: skip
         assert result.order is not None
+        if result.errors and result.order.status in ("submitting", "pending", "partially_filled"):
+            return error(503, "cancel_failed", f"the venue did not cancel {result.order.order_link_id}; it is still "
+                         f"{result.order.status}", errors=list(result.errors), order=order_json(result.order))  # fmt: skip
         return 200, order_json(result.order)
 
     async def _cancel_all(self, request: Request) -> Outcome:
@@ -182,8 +187,15 @@ async def run_desk(queue: RequestQueue, desk: OperatorDesk, woken: Callable[[], 
 async def _carry_out(queue: RequestQueue, desk: OperatorDesk, request: Request) -> None:
     try:
         status, body = await desk.carry_out(request)
+    except Fenced:
+        raise  # this instance no longer leads: trading stops, the next leader carries it out
     except StoreUnavailable as exc:  # until_stored waits these out; only a read path may end here
         status, body = error(503, "database_unavailable", str(exc))
+    except Exception:
+        # A bug, or a request no API would send (a hand-made row): answered, never fatal, or it
+        # would stop this leader and then every next one that claims it again.
+        log.exception("operator request failed", extra={"request_id": str(request.id), "kind": request.kind})
+        status, body = error(500, "internal_error", "the request failed; see the leader's log")
     log.info("operator request done", extra={"request_id": str(request.id), "kind": request.kind,
                                              "http_status": status, "operator": request.operator})  # fmt: skip
     await until_stored(queue.finish, request.id, status, body)

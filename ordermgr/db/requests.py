@@ -16,7 +16,7 @@ from ordermgr.db.controls import ControlStore
 from ordermgr.db.lease import LeaseStore
 from ordermgr.db.listen import Listener, notified_or_timeout
 from ordermgr.db.store import FENCE_CTE, PgStore, jsonb
-from ordermgr.domain.errors import NoLeader
+from ordermgr.domain.errors import NoLeader, StoreUnavailable
 from ordermgr.domain.trading import TradingStates
 
 REQUESTS_CHANNEL: Final = "ordermgr_operator_requests"  # a request came: wakes the leader
@@ -148,7 +148,9 @@ class OperatorGateway:
             woken = self._listener.next(OUTCOMES_CHANNEL)
             request = await self._requests.get(request_id)
             left = deadline - anyio.current_time()
-            if request is not None and (request.finished or left <= 0):
+            if request is None:  # recorded a moment ago: only a database that lost it says so
+                raise StoreUnavailable(f"operator request {request_id} is not in the database")
+            if request.finished or left <= 0:
                 return request
             await notified_or_timeout(woken, min(0.25, max(left, 0.0)))
 

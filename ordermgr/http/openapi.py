@@ -499,8 +499,9 @@ RESPONSES = {
     "InternalError": _error("a bug: logged with its traceback (code internal_error)"),
     "NotCarriedOut": {
         **_error("not carried out: no instance leads (code no_leader; nothing was recorded), PostgreSQL unreachable "
-                 "(database_unavailable), no leader took the request within 60 s (expired), or, for close-all, "
-                 "the venue's positions could not be read (venue_unavailable)"),
+                 "(database_unavailable), no leader took the request within 60 s (expired), for close-all "
+                 "the venue's positions could not be read (venue_unavailable), for a cancel the venue did not "
+                 "cancel the order (cancel_failed, with the errors and the order in details)"),
         "content": {"application/json": {"schema": _ref("Error"), "example": {
             "error": "no instance leads right now; try again in a few seconds", "code": "no_leader", "details": {}}}},
     },
@@ -658,7 +659,7 @@ def _operator_paths() -> dict[str, Any]:
             "put": _write(
                 "setTradingState", "change the global state or one asset's (active, reducing, halted)",
                 {**states, "description": "the trading state after the change"},
-                ("RequestTimeout", "PayloadTooLarge"),
+                ("NotFound", "RequestTimeout", "PayloadTooLarge"),
                 body=_body("TradingStateChange", True, {
                     "halt everything": _HALT, "only reduce one asset": {"state": "reducing", "asset": "BTCUSDT"},
                     "resume": {"state": "active"},

@@ -82,6 +82,8 @@ class FakeDesk:
                 "sync": self._sync}  # fmt: skip
 
     async def _trading_state(self, params: Mapping[str, Any], operator: str | None) -> Outcome:
+        if params.get("asset") is not None and not await self.sync.is_listed(params["asset"]):
+            raise UnknownAsset(params["asset"])
         reason = params.get("reason") or OPERATOR_REASON
         change = StateChange(TradingState(params["state"]), params.get("asset"), reason, Source.OPERATOR,
                              params.get("message"), operator)  # fmt: skip
