@@ -606,7 +606,9 @@ def check_invariants(world: ChaosWorld, planned: Sequence[Planned]) -> ScenarioR
         discrepancies = conn.execute("SELECT asset, local_size, venue_size FROM position_discrepancies").fetchall()
         unpublished = conn.execute("SELECT count(*) AS n FROM order_events_outbox WHERE published_at IS NULL"
                                    ).fetchone()["n"]  # type: ignore[index]  # fmt: skip
-        outbox_ids = {str(r["event_id"]) for r in conn.execute("SELECT event_id FROM order_events_outbox")}
+        # Order events only: trading-state events go to their own queue (checked published above).
+        outbox_ids = {str(r["event_id"]) for r in conn.execute(
+            "SELECT event_id FROM order_events_outbox WHERE queue = %s", (ORDER_EVENTS_QUEUE,))}  # fmt: skip
 
     # No signal lost: stored, final, answered.
     answered = world.answered_signals()
@@ -752,9 +754,11 @@ async def queue_ready(queue: str) -> int:
 
 
 def outbox_state(conninfo: str) -> tuple[int, set[str]]:
+    """Rows not yet published (any queue), and the order events' ids (what the reader must get)."""
     with psycopg.connect(conninfo) as conn:
-        rows = conn.execute("SELECT event_id, published_at IS NULL FROM order_events_outbox").fetchall()
-    return sum(1 for _, pending in rows if pending), {str(event_id) for event_id, _ in rows}
+        rows = conn.execute("SELECT event_id, published_at IS NULL, queue FROM order_events_outbox").fetchall()
+    return (sum(1 for _, pending, _ in rows if pending),
+            {str(event_id) for event_id, _, queue in rows if queue == ORDER_EVENTS_QUEUE})  # fmt: skip
 
 
 async def poll_until(predicate: Callable[[], bool], timeout_s: float, what: str, *, every_s: float = 0.05) -> None:

@@ -13,17 +13,21 @@ import math
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 import anyio
 import psycopg
 
 from ordermgr.amqp.broker import SIGNAL_QUEUE
+from ordermgr.db.controls import TRADING_STATE_QUEUE
 from ordermgr.paper import PaperVenue
 from tests import support
 from tests.chaos.harness import (
-    OUR_PREFIX, STOPPED_LEADING, SYMBOLS, VENUE_TO_OURS, ChaosWorld, ObservedFaults, ScenarioResult, Sizes,
-    chaos_world, first_time, get_metrics, plan_stream, poll_until,
+    API_KEY, OUR_PREFIX, STOPPED_LEADING, SYMBOLS, VENUE_TO_OURS, ChaosWorld, ObservedFaults, ScenarioResult, Sizes,
+    chaos_world, first_time, get_metrics, plan_stream, poll_until, queue_ready,
 )  # fmt: skip
-from tests.service import Daemon
+from tests.service import Daemon, reset_queues
 
 DRAIN_TIMEOUT_S = 10.0  # ORDERMANAGER_DRAIN_TIMEOUT in the daemon's environment (harness.daemon_env)
 FLUSH_BOUND_S = 5.0  # the outbox flush after the drain (app.run_trading)
@@ -523,3 +527,62 @@ def stale_sizings(conninfo: str, tape: PriceTape, result: ScenarioResult) -> lis
             problems.append(f"order {link}: sized on {asset} {reference}, a price the venue left {age_s:.2f} s before")
     result.notes["sizing_prices"] = {"orders_checked": checked, "oldest_price_s": round(max(ages, default=0.0), 3)}
     return problems[:50]
+
+
+# --------------------------------------------------------------------------- trading controls (contract §11, §12)
+
+
+async def operator_call(port: int, method: str, path: str, body: object = None) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        async with http.request(method, f"http://127.0.0.1:{port}{path}", json=body,
+                                headers={"X-API-Key": API_KEY, "X-Operator": "chaos"}) as response:  # fmt: skip
+            return response.status, await response.json()
+
+
+async def halt_close_resume(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:
+    """An incident under a stream of signals: halt a third in, close every position, resume two
+    thirds in. On top of the invariants: no order of a signal reaches the venue while halted
+    (closes only), every position is flat right after the close-all, and the signals that came
+    meanwhile are answered trading_halted, not placed later.
+
+    recover_s: from the resume to the next signal placed on the venue."""
+    await reset_queues(TRADING_STATE_QUEUE)
+    async with chaos_world("halt-close-resume", conninfo, log_dir, seed=25) as world:
+        planned = plan_stream("halt", sizes.signals, world.rng)
+        result.signals = len(planned)
+        leader = await world.start_daemon()
+        world.start_stream(planned, sizes.rate)
+        await world.wait_acked(len(planned) // 3, timeout_s=sizes.timeout_s)
+        status, body = await operator_call(leader.port, "PUT", "/api/v1/trading-state",
+                                           {"state": "halted", "reason": "chaos", "message": "halt under a stream"})
+        assert status == 200 and body["global"]["state"] == "halted", body
+        halted_ms = int(time.time() * 1000)
+        await world.wait_acked(len(planned) // 2, timeout_s=sizes.timeout_s)
+        status, closed = await operator_call(leader.port, "POST", "/api/v1/positions/close-all")
+        assert status == 200, closed
+        not_flat = {s: str(p.size) for s, p in world.venue.engine.positions.items() if p.size != 0}
+        if not_flat:
+            result.problems.append(f"not flat after close-all: {not_flat}")
+        result.notes["closed"] = {symbol: r["status"] for symbol, r in closed["results"].items()}
+        await world.wait_acked(2 * len(planned) // 3, timeout_s=sizes.timeout_s)
+        resumed, resumed_ms = time.monotonic(), int(time.time() * 1000)
+        status, body = await operator_call(leader.port, "PUT", "/api/v1/trading-state", {"state": "active"})
+        assert status == 200 and body["global"]["state"] == "active", body
+        while_halted = [o for o in world.venue.engine.orders.values()
+                        if halted_ms <= o.created_ms < resumed_ms and o.order_link_id.startswith(OUR_PREFIX)]
+        opened = [o.order_link_id for o in while_halted if not o.reduce_only]
+        if opened:
+            result.problems.append(f"{len(opened)} orders placed while halted: {opened[:5]}")
+        result.notes["orders_while_halted"] = {"closes": len(while_halted) - len(opened), "others": len(opened)}
+        placed_before = len(world.venue.engine.orders)
+        await poll_until(lambda: len(world.venue.engine.orders) > placed_before or world.published >= len(planned),
+                         sizes.timeout_s, "a signal placed after the resume")  # fmt: skip
+        result.recover_s = time.monotonic() - resumed
+        await world.finish(planned, result, timeout_s=sizes.timeout_s)
+        with psycopg.connect(conninfo) as conn:
+            refused = conn.execute("SELECT count(*) FROM signals WHERE rejection_code = 'trading_halted'").fetchone()
+        result.notes["refused_while_halted"] = refused[0] if refused else 0
+        published = await queue_ready(TRADING_STATE_QUEUE)
+        if published != 2:
+            result.problems.append(f"{published} events on {TRADING_STATE_QUEUE}, not 2 (halted, active)")
+    return result

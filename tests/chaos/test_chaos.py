@@ -145,3 +145,10 @@ async def test_the_ticker_stream_stalls_mid_stream(
     clean_database: str, tmp_path: Path, sizes: Sizes, chaos_results: list[ScenarioResult]
 ) -> None:
     await run("ticker-stall", scenarios.ticker_stall, clean_database, tmp_path, sizes, chaos_results)
+
+
+@known_bug("halt-close-resume")
+async def test_halt_under_a_stream_close_all_and_resume(
+    clean_database: str, tmp_path: Path, sizes: Sizes, chaos_results: list[ScenarioResult]
+) -> None:
+    await run("halt-close-resume", scenarios.halt_close_resume, clean_database, tmp_path, sizes, chaos_results)
