@@ -19,7 +19,8 @@ from psycopg.rows import dict_row
 
 from ordermgr import failpoints
 from ordermgr.amqp.broker import ORDER_EVENTS_QUEUE, ORDER_UPDATES_QUEUE, SIGNAL_QUEUE
-from ordermgr.db.requests import OperatorRequest, RequestStore
+from ordermgr.db.requests import RequestStore
+from ordermgr.domain.model import OperatorRequest
 from ordermgr.db.store import PgStore
 from ordermgr.paper import PaperVenue
 from tests import support

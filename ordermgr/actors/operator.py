@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ from ordermgr.actors.messages import ActorMessage, CancelAll, CancelOrder, Close
 from ordermgr.actors.supervisor import Supervisor
 from ordermgr.actors.sync import SyncService
 from ordermgr.domain.errors import Fenced, StoreUnavailable, SyncInProgress, UnknownAsset, VenueUnavailable
+from ordermgr.domain.model import OperatorRequest
 from ordermgr.domain.trading import OPERATOR_REASON, Source, StateChange, TradingState
 from ordermgr.domain.views import close_json, order_json, trading_states_json
 from ordermgr.ports import Store, Venue, until_stored
@@ -32,24 +33,10 @@ log = logging.getLogger(__name__)
 Outcome = tuple[int, Any]  # HTTP status, JSON-ready body
 
 
-class Request(Protocol):
-    @property
-    def id(self) -> uuid.UUID: ...
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def params(self) -> Mapping[str, Any]: ...
-
-    @property
-    def operator(self) -> str | None: ...
-
-
 class RequestQueue(Protocol):
     """The operator requests' storage, as the leader uses it (``db.requests.RequestStore``)."""
 
-    async def claim(self) -> Sequence[Request]: ...
+    async def claim(self) -> Sequence[OperatorRequest]: ...
 
     async def finish(self, request_id: uuid.UUID, http_status: int, result: object) -> None: ...
 
@@ -68,7 +55,7 @@ class OperatorDesk:
     venue: Venue
     now: Callable[[], datetime]
 
-    async def carry_out(self, request: Request) -> Outcome:
+    async def carry_out(self, request: OperatorRequest) -> Outcome:
         handler = self._handlers().get(request.kind)
         if handler is None:
             return error(400, "unknown_request", f"no such operator request: {request.kind}")
@@ -81,12 +68,12 @@ class OperatorDesk:
         except SyncInProgress:
             return error(409, "sync_in_progress", "a sync is already running; try again when it ends")
 
-    def _handlers(self) -> dict[str, Callable[[Request], Awaitable[Outcome]]]:
+    def _handlers(self) -> dict[str, Callable[[OperatorRequest], Awaitable[Outcome]]]:
         return {"trading_state": self._trading_state, "cancel_order": self._cancel_order,
                 "cancel_all": self._cancel_all, "close_position": self._close_position, "close_all": self._close_all,
                 "sync": self._sync}  # fmt: skip
 
-    async def _trading_state(self, request: Request) -> Outcome:
+    async def _trading_state(self, request: OperatorRequest) -> Outcome:
         params = request.params
         if params.get("asset") is not None:
             await self._require_listed(params["asset"])  # a state nobody could ever lift by trading it
@@ -94,7 +81,7 @@ class OperatorDesk:
                              Source.OPERATOR, params.get("message"), request.operator)  # fmt: skip
         return 200, trading_states_json(await self.control.change(change, request.id))
 
-    async def _cancel_order(self, request: Request) -> Outcome:
+    async def _cancel_order(self, request: OperatorRequest) -> Outcome:
         key = str(request.params["id"])
         order = await until_stored(self.store.order_by_key, key)
         if order is None:
@@ -111,7 +98,7 @@ class OperatorDesk:
                          f"{result.order.status}", errors=list(result.errors), order=order_json(result.order))  # fmt: skip
         return 200, order_json(result.order)
 
-    async def _cancel_all(self, request: Request) -> Outcome:
+    async def _cancel_all(self, request: OperatorRequest) -> Outcome:
         asset = request.params.get("asset")
         if asset is not None:
             await self._require_listed(asset)
@@ -125,13 +112,13 @@ class OperatorDesk:
             failed += [{"order_link_id": link, "error": why, "asset": symbol} for link, why in result.failed]
         return 200, {"cancelled": cancelled, "failed": failed, "timestamp": self.now()}
 
-    async def _close_position(self, request: Request) -> Outcome:
+    async def _close_position(self, request: OperatorRequest) -> Outcome:
         asset = str(request.params["asset"])
         await self._require_listed(asset)
         result = await self._ask(asset, lambda send: ClosePosition(request.id, request.operator, send))
         return 200, _close(result)
 
-    async def _close_all(self, request: Request) -> Outcome:
+    async def _close_all(self, request: OperatorRequest) -> Outcome:
         """Every asset with a position, on the venue or here (an unknown venue answer fails the
         whole request rather than skip what it would have shown)."""
         try:
@@ -145,7 +132,7 @@ class OperatorDesk:
         return 200, {"results": {symbol: _close(result) for symbol, result in replies.items()},
                      "timestamp": self.now()}  # fmt: skip
 
-    async def _sync(self, request: Request) -> Outcome:
+    async def _sync(self, request: OperatorRequest) -> Outcome:
         report = await self.sync.sync(str(request.params.get("scope", "active")), request.params.get("asset"))
         return 200, {**attrs.asdict(report), "errors": list(report.errors), "timestamp": self.now()}
 
@@ -184,7 +171,7 @@ async def run_desk(queue: RequestQueue, desk: OperatorDesk, woken: Callable[[], 
                 await wake.wait()
 
 
-async def _carry_out(queue: RequestQueue, desk: OperatorDesk, request: Request) -> None:
+async def _carry_out(queue: RequestQueue, desk: OperatorDesk, request: OperatorRequest) -> None:
     try:
         status, body = await desk.carry_out(request)
     except Fenced:

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any, Final
 
 import anyio
-import attrs
 
 from ordermgr.db.controls import ControlStore
 from ordermgr.db.lease import LeaseStore
 from ordermgr.db.listen import Listener, notified_or_timeout
 from ordermgr.db.store import FENCE_CTE, PgStore, jsonb
 from ordermgr.domain.errors import NoLeader, StoreUnavailable
+from ordermgr.domain.model import OperatorRequest
 from ordermgr.domain.trading import TradingStates
 
 REQUESTS_CHANNEL: Final = "ordermgr_operator_requests"  # a request came: wakes the leader
@@ -24,25 +23,6 @@ OUTCOMES_CHANNEL: Final = "ordermgr_operator_outcomes"  # a request finished: wa
 # A request the leader has not finished this long after it came is not carried out any more
 # (a leader that died with it, then none for a while): the world it was asked in has moved on.
 REQUEST_TTL_S: Final = 60.0
-
-
-@attrs.frozen
-class OperatorRequest:
-    id: uuid.UUID
-    kind: str  # trading_state, cancel_order, cancel_all, close_position, close_all, sync
-    params: Mapping[str, Any]
-    operator: str | None
-    status: str  # pending, running, done, failed
-    created_at: datetime
-    http_status: int | None = None
-    result: Any = None
-    taken_by: str = ""
-    executed_by: str | None = None
-    finished_at: datetime | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.status in ("done", "failed")
 
 
 _COLUMNS = ("id, kind, params, operator, status, created_at, http_status, result, taken_by, executed_by, "

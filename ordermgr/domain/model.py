@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import attrs
 
@@ -329,6 +330,28 @@ class OutboxRow:
     trace_id: str | None
     body: bytes
     queue: str = "order-manager.order_events"  # order events; trading-state events go to their own
+
+
+@attrs.frozen
+class OperatorRequest:
+    """An operator's request (contract §13.4) as recorded in ``operator_requests``: taken by any
+    instance, carried out by the leader, its outcome (an HTTP status and a JSON body) kept."""
+
+    id: uuid.UUID
+    kind: str  # trading_state, cancel_order, cancel_all, close_position, close_all, sync
+    params: Mapping[str, Any]
+    operator: str | None
+    status: str  # pending, running, done, failed
+    created_at: datetime
+    http_status: int | None = None
+    result: Any = None
+    taken_by: str = ""
+    executed_by: str | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed")
 
 
 @attrs.frozen

@@ -2,7 +2,7 @@
 
 Any instance takes a write: it is recorded in PostgreSQL and carried out by the leader, and the
 instance that took it answers with the leader's outcome, or with 202 when the leader is late.
-``ordermgr.db.requests.OperatorGateway`` is the real gateway; these Protocols are what the API
+``ordermgr.db.requests.OperatorGateway`` is the real gateway; this Protocol is what the API
 depends on, so the HTTP package stays free of the database's writes.
 """
 
@@ -16,64 +16,21 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ordermgr.domain.events import dumps
+from ordermgr.domain.model import OperatorRequest
 from ordermgr.domain.trading import TradingStates
 from ordermgr.http import openapi as spec
-
-
-class OperatorRequestRecord(Protocol):
-    """One recorded request, as it stands (``db.requests.OperatorRequest``)."""
-
-    @property
-    def id(self) -> uuid.UUID: ...
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def params(self) -> Mapping[str, Any]: ...
-
-    @property
-    def operator(self) -> str | None: ...
-
-    @property
-    def status(self) -> str:
-        """pending, running, done (answered below 500) or failed."""
-        ...
-
-    @property
-    def created_at(self) -> datetime: ...
-
-    @property
-    def http_status(self) -> int | None: ...
-
-    @property
-    def result(self) -> Any:
-        """The outcome's JSON body once finished."""
-        ...
-
-    @property
-    def taken_by(self) -> str: ...
-
-    @property
-    def executed_by(self) -> str | None: ...
-
-    @property
-    def finished_at(self) -> datetime | None: ...
-
-    @property
-    def finished(self) -> bool: ...
 
 
 class OperatorGateway(Protocol):
     async def submit_and_wait(
         self, kind: str, params: Mapping[str, Any], operator: str | None, *, wait_s: float = ...
-    ) -> OperatorRequestRecord:
+    ) -> OperatorRequest:
         """Record the request, wake the leader and wait at most ``wait_s`` for its outcome: the
         request as it then stands. Raises ``NoLeader`` when no instance leads (nothing is
         recorded), ``StoreUnavailable`` when the database cannot be reached."""
         ...
 
-    async def request(self, request_id: uuid.UUID) -> OperatorRequestRecord | None: ...
+    async def request(self, request_id: uuid.UUID) -> OperatorRequest | None: ...
 
     async def trading_states(self) -> TradingStates:
         """Every scope's state as stored (any instance can read it; no leader needed)."""
@@ -84,7 +41,7 @@ def request_location(request_id: uuid.UUID) -> str:
     return f"{spec.API_PREFIX}/v1/operator-requests/{request_id}"
 
 
-def outcome_response(record: OperatorRequestRecord) -> web.Response:
+def outcome_response(record: OperatorRequest) -> web.Response:
     """The leader's outcome as it gave it (status and body); 202 with where to look while it is late.
     Either way the request's id goes along: it is the way to the audit record."""
     if record.finished:
@@ -99,7 +56,7 @@ def outcome_response(record: OperatorRequestRecord) -> web.Response:
     return response
 
 
-def request_json(record: OperatorRequestRecord) -> dict[str, Any]:
+def request_json(record: OperatorRequest) -> dict[str, Any]:
     return {
         "id": record.id, "kind": record.kind, "params": dict(record.params), "operator": record.operator,
         "status": record.status, "http_status": record.http_status, "result": record.result,

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from ordermgr.db.queries import Queries
-from ordermgr.db.requests import OperatorRequest
+from ordermgr.domain.model import OperatorRequest
 from ordermgr.domain.errors import StoreUnavailable
 from ordermgr.domain.trading import ScopeState, Source, TradingState, TradingStates
 from ordermgr.http.api import create_api
