@@ -89,6 +89,17 @@ async def test_events_are_handed_on_read_and_requeued_when_the_stream_is_full() 
     receive.close()
 
 
+async def test_an_event_that_arrives_while_the_actors_drain_goes_back_to_the_broker() -> None:
+    """The actors have stopped reading (a stop in progress): the callback used to raise
+    BrokenResourceError and leave the message unacknowledged until its channel closed."""
+    send, receive = anyio.create_memory_object_stream[OrderEventDelivery](4)
+    receive.close()
+    late = RecordedDelivery(envelope(BYBIT_ORDER))
+    await order_events_to(send)(late)
+    assert late.outcome == "requeued"
+    send.close()
+
+
 # --- ticker events ------------------------------------------------------------------------------
 
 
