@@ -5,14 +5,12 @@ One run: a fresh database, queues and venue process that enforces Bybit's limits
 ordermgr with ``ORDERMANAGER_SIGNAL_MAX_AGE_SECONDS`` set, then ``--flood-rate`` signals/s over
 ``--symbols`` symbols for ``--flood-seconds`` (Market buys), five times more than the quota.
 
-Meanwhile ``--probes`` times an operator close and a cancel are injected on a symbol of their
-own (the *probe* symbol, long before the flood starts). The close endpoint
-(``POST /api/v1/positions/{asset}/close``) belongs to another issue; until it exists the close
-is stood in for by a reduce-only order: each probe is a resting Limit buy then a sell signal,
-and the sell cancels the buy (contract §7.7: a cancel) and sends a reduce-only Market sell (a
-close). Probe signals are stamped 10 minutes ahead: they stand for operator actions, which have
-no age, and must not go stale in the queue the flood fills. ``--close-via api`` times the real
-endpoint instead (POST → the venue's receipt of the reduce-only order it makes).
+Meanwhile ``--probes`` times an operator's cancel and close are asked for, each on a *probe*
+symbol of its own: before the flood each probe symbol gets a position (a Market buy) and a
+resting Limit buy; during the flood the operator cancels the resting order
+(``POST /api/v1/orders/{id}/cancel``) and then closes the position
+(``POST /api/v1/positions/{asset}/close``), as in an incident. Operator actions have no age and
+never wait in the signal queue the flood fills; what they compete for is the account's budget.
 
 Figures:
 - creates sent per second: venue receipts (``createdTime``) of every order between the flood's
@@ -21,10 +19,10 @@ Figures:
 - every signal answered: a final status and an order event each; every refusal ``stale_signal``
   and older than the limit when it was answered; every placed order younger than the limit
   (plus a round trip) when the venue received it;
-- close sent → venue: the daemon's ``order sent`` line → the venue's receipt (the budget's part;
-  publish → venue also includes the flood's queue, reported for context);
-- cancel asked → venue: the sell's decision line → the venue's cancel of the buy; and the
-  budget's own cancel-lane waits, from ``GET /api/v1/metrics``.
+- close asked → venue: the POST → the venue's receipt of the reduce-only order the close makes
+  (the whole path: the request recorded, the leader woken, the symbol's actor, the budget);
+- cancel asked → venue: the POST → the venue's cancel of the resting order; and the budget's own
+  cancel-lane waits, from ``GET /api/v1/metrics``.
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
@@ -48,12 +46,12 @@ from bench import infra, measure, publisher
 from bench.listings import pick_symbols
 from bench.phases import Settings, Stage, wait_quiet
 from bench.subjects import ORDERMGR, PAPER_KEY, PAPER_SECRET
+from ordermgr.domain.decision import order_link_id
 
 API_KEY: Final = "bench-api-key"  # what bench.subjects.daemon_env sets
 CREATES_MIN_PER_S: Final = 9.5
 RATE_LIMITED_MAX_SHARE: Final = 0.01
 CLOSE_MAX_MS: Final = 300.0
-PROBE_AHEAD: Final = timedelta(minutes=10)
 ROUND_TRIP_S: Final = 0.2  # a placed order's venue receipt may trail its deadline by one request
 CREATE, CANCEL = "/v5/order/create", "/v5/order/cancel"
 
@@ -65,16 +63,17 @@ class FloodSettings:
     symbols: int = 20
     max_age_s: float = 5.0
     probes: int = 4
-    close_via: str = "reduce-only"  # or "api"
     amount_usdt: Decimal = Decimal("20")
 
 
 @attrs.define
 class Probe:
     at_s: float  # seconds into the flood
-    close_sent_to_venue_ms: float | None = None
-    close_publish_to_venue_ms: float | None = None
+    symbol: str = ""
+    cancel_asked_s: float | None = None  # epoch seconds of the POSTs
+    close_asked_s: float | None = None
     cancel_to_venue_ms: float | None = None
+    close_to_venue_ms: float | None = None
     note: str = ""
 
 
@@ -106,35 +105,32 @@ class FloodResult:
 
 
 async def run_flood(settings: Settings, flood: FloodSettings) -> FloodResult:
-    symbols = pick_symbols(flood.symbols + 1, flood.amount_usdt)
-    crowd, probe_symbol = symbols[:-1], symbols[-1]
+    symbols = pick_symbols(flood.symbols + flood.probes, flood.amount_usdt)
+    crowd, probe_symbols = symbols[:flood.symbols], symbols[flood.symbols:]
     port = infra.free_port()
-    settings = attrs.evolve(settings, symbols=flood.symbols + 1, enforce_limits=True, daemon_env={
+    settings = attrs.evolve(settings, symbols=len(symbols), enforce_limits=True, daemon_env={
         "ORDERMANAGER_SIGNAL_MAX_AGE_SECONDS": f"{flood.max_age_s:g}", "ORDER_MANAGER_PORT": str(port)})  # fmt: skip
     prices = _prices(settings)
     count = int(flood.rate * flood.seconds)
     items = publisher.plan("flood", count, crowd)
     async with Stage(settings, ORDERMGR, "ordermgr-flood") as stage:
         assert stage.child is not None and stage.control is not None
-        await _publish(probe_body("probe-long", probe_symbol, "buy", flood.amount_usdt * 10, prices[probe_symbol]))
-        await _wait_status("probe-long", {"accepted"}, 30)
+        probes = [Probe(round(flood.seconds * (k + 1) / (flood.probes + 1), 1), symbol)
+                  for k, symbol in enumerate(probe_symbols)]  # fmt: skip
+        await _set_up_probes(probes, prices, flood)
         baseline = await wait_quiet(settings.quiet_pct, settings.quiet_wait_s)
         system0 = measure.system_cpu()
-        probes = [Probe(round(flood.seconds * (k + 1) / (flood.probes + 1), 1)) for k in range(flood.probes)]
-        posts: dict[int, float] = {}
         async with anyio.create_task_group() as tg:
             started = time.monotonic()
-            tg.start_soon(_inject, probes, probe_symbol, prices[probe_symbol], flood, started, port, posts)
+            tg.start_soon(_inject, probes, started, port)
             await publisher.publish(items, rate=flood.rate, amount_usdt=flood.amount_usdt, prices=prices)
-        expected = count + 1 + (2 * flood.probes if flood.close_via == "reduce-only" else 0)
-        await _wait_all_settled(expected, settings.timeout_s)
+        await _wait_all_settled(count + 2 * flood.probes, settings.timeout_s)
         busy = measure.busy_percent(system0, measure.system_cpu())
         state = await stage.control.state()
         orders = await anyio.to_thread.run_sync(infra.venue_orders, stage.control.base_url, PAPER_KEY, PAPER_SECRET)
         daemon = await _daemon_rate_limits(port)
         log_path = stage.child.log_path
     outcomes = await _outcomes()
-    lines = _log_lines(log_path)
     limits = state.get("rate_limits", {})
     crowd_orders = {link: o for link, o in orders.items() if outcomes.links.get(link, "").startswith("bench-flood-")}
     flood_receipts = [int(o["createdTime"]) for o in crowd_orders.values()]
@@ -143,7 +139,7 @@ async def run_flood(settings: Settings, flood: FloodSettings) -> FloodResult:
     receipts = [int(o["createdTime"]) for o in orders.values() if span[0] <= int(o["createdTime"]) <= span[1]]
     placed_ages = [int(o["createdTime"]) / 1000 - outcomes.stamps[outcomes.links[link]]
                    for link, o in crowd_orders.items()]  # fmt: skip
-    _measure_probes(probes, flood, orders, outcomes, lines, posts)
+    _measure_probes(probes, orders)
     return FloodResult(
         settings={k: str(v) for k, v in attrs.asdict(flood).items()}, signals=count,
         settled=outcomes.settled, placed=len(flood_receipts), stale_on_pickup=outcomes.stale_on_pickup,
@@ -161,15 +157,14 @@ async def run_flood(settings: Settings, flood: FloodSettings) -> FloodResult:
 # --- the probes -------------------------------------------------------------------------------
 
 
-def probe_body(signal_id: str, symbol: str, side: str, amount: Decimal, price: Decimal, *, limit: bool = False,
-               stamp: datetime | None = None) -> bytes:  # fmt: skip
-    """A probe signal: Market (confidence 0.95), or a Limit resting 1 % away (confidence 0.5 and a
-    2 % spread), stamped ``stamp`` (default: 10 minutes ahead, see the module docstring)."""
+def probe_body(signal_id: str, symbol: str, side: str, amount: Decimal, price: Decimal, *,
+               limit: bool = False) -> bytes:  # fmt: skip
+    """A probe's set-up signal: Market (confidence 0.95), or a Limit resting 1 % away (confidence
+    0.5 and a 2 % spread)."""
     body: dict[str, Any] = {
         "signal_id": signal_id, "signal_type": side, "asset": symbol, "amount": float(amount),
         "confidence": 0.5 if limit else 0.95,
-        "timestamp": (stamp or datetime.now(UTC) + PROBE_AHEAD).isoformat(timespec="milliseconds").replace(
-            "+00:00", "Z"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "strategy_id": "bench-probe", "trace_id": f"trace-{signal_id}",
         "metadata": {"published_at_ms": round(time.time_ns() / 1e6, 3)},
     }  # fmt: skip
@@ -178,50 +173,46 @@ def probe_body(signal_id: str, symbol: str, side: str, amount: Decimal, price: D
     return json.dumps(body).encode()
 
 
-async def _inject(probes: Sequence[Probe], symbol: str, price: Decimal, flood: FloodSettings, started: float,
-                  port: int, posts: dict[int, float]) -> None:  # fmt: skip
+async def _set_up_probes(probes: Sequence[Probe], prices: dict[str, Decimal], flood: FloodSettings) -> None:
+    """Before the flood: each probe symbol gets a position and a resting order to act on."""
+    for k, probe in enumerate(probes):
+        price = prices[probe.symbol]
+        await _publish(probe_body(f"probe-long-{k}", probe.symbol, "buy", flood.amount_usdt * 10, price))
+        await _publish(probe_body(f"probe-rest-{k}", probe.symbol, "buy", flood.amount_usdt, price, limit=True))
+    for k in range(len(probes)):
+        await _wait_status(f"probe-long-{k}", {"accepted"}, 30)
+        await _wait_status(f"probe-rest-{k}", {"accepted"}, 30)
+
+
+async def _inject(probes: Sequence[Probe], started: float, port: int) -> None:
+    """During the flood, at each probe's time: cancel its resting order, then close its position."""
     for k, probe in enumerate(probes):
         await anyio.sleep(max(0.0, started + probe.at_s - time.monotonic()))
-        if flood.close_via == "api":
-            posts[k] = time.time()
-            probe.note = await _post_close(port, symbol)
-            continue
-        await _publish(probe_body(f"probe-rest-{k}", symbol, "buy", flood.amount_usdt, price, limit=True))
-        await _wait_status(f"probe-rest-{k}", {"accepted", "rejected"}, flood.max_age_s + 30)
-        await _publish(probe_body(f"probe-close-{k}", symbol, "sell", flood.amount_usdt, price))
+        probe.cancel_asked_s = time.time()
+        cancelled = await _operator_post(port, f"/api/v1/orders/{order_link_id(f'probe-rest-{k}', 1, 1)}/cancel")
+        probe.close_asked_s = time.time()
+        closed = await _operator_post(port, f"/api/v1/positions/{probe.symbol}/close")
+        if (cancelled, closed) != (200, 200):
+            probe.note = f"cancel answered HTTP {cancelled}, close HTTP {closed}"
 
 
-async def _post_close(port: int, symbol: str) -> str:
-    url = f"http://127.0.0.1:{port}/api/v1/positions/{symbol}/close"
-    async with aiohttp.ClientSession() as http, http.post(url, json={}, headers={"X-API-Key": API_KEY}) as answer:
-        return f"HTTP {answer.status}" + (": the close endpoint does not exist yet" if answer.status == 404 else "")
+async def _operator_post(port: int, path: str) -> int:
+    headers = {"X-API-Key": API_KEY, "X-Operator": "bench"}
+    async with aiohttp.ClientSession() as http, http.post(f"http://127.0.0.1:{port}{path}", headers=headers) as answer:
+        return answer.status
 
 
-def _measure_probes(probes: Sequence[Probe], flood: FloodSettings, orders: dict[str, dict[str, Any]],
-                    outcomes: _Outcomes, lines: _Lines, posts: dict[int, float]) -> None:  # fmt: skip
-    by_signal: dict[str, list[dict[str, Any]]] = {}
-    for link, order in orders.items():
-        by_signal.setdefault(outcomes.links.get(link, ""), []).append(order | {"link": link})
-    if flood.close_via == "api":
-        closes = sorted((o for o in orders.values() if o.get("reduceOnly")), key=lambda o: int(o["createdTime"]))
-        for k, probe in enumerate(probes):
-            after = [o for o in closes if k in posts and int(o["createdTime"]) >= posts[k] * 1000]
-            if after:
-                probe.close_publish_to_venue_ms = int(after[0]["createdTime"]) - posts[k] * 1000
-        return
+def _measure_probes(probes: Sequence[Probe], orders: dict[str, dict[str, Any]]) -> None:
+    """Each POST → the venue: the resting order's cancel time, the close order's receipt."""
     for k, probe in enumerate(probes):
-        close = [o for o in by_signal.get(f"probe-close-{k}", []) if o.get("reduceOnly")]
-        rest = by_signal.get(f"probe-rest-{k}", [])
-        if not close:
-            probe.note = "no reduce-only order (see the daemon log)"
-            continue
-        created = int(close[0]["createdTime"])
-        sent = lines.sent.get(close[0]["link"])
-        probe.close_sent_to_venue_ms = created - sent if sent else None
-        probe.close_publish_to_venue_ms = created - outcomes.published_ms.get(f"probe-close-{k}", math.nan)
-        decided = lines.decided.get(f"probe-close-{k}")
-        if rest and rest[0]["orderStatus"] == "Cancelled" and decided:
-            probe.cancel_to_venue_ms = int(rest[0]["updatedTime"]) - decided
+        rest = orders.get(order_link_id(f"probe-rest-{k}", 1, 1))
+        if rest and rest["orderStatus"] == "Cancelled" and probe.cancel_asked_s is not None:
+            probe.cancel_to_venue_ms = int(rest["updatedTime"]) - probe.cancel_asked_s * 1000
+        closes = [o for o in orders.values() if o["symbol"] == probe.symbol and o.get("reduceOnly")]
+        if closes and probe.close_asked_s is not None:
+            probe.close_to_venue_ms = min(int(o["createdTime"]) for o in closes) - probe.close_asked_s * 1000
+        elif not probe.note:
+            probe.note = "no close order at the venue (see the daemon log)"
 
 
 # --- reading what happened ----------------------------------------------------------------------
@@ -237,7 +228,6 @@ class _Outcomes:
     youngest_stale_s: float = math.inf
     links: dict[str, str] = attrs.field(factory=dict)  # orderLinkId → signal_id
     stamps: dict[str, float] = attrs.field(factory=dict)  # signal_id → its timestamp, epoch s
-    published_ms: dict[str, float] = attrs.field(factory=dict)  # probe signal_id → metadata.published_at_ms
 
 
 async def _outcomes() -> _Outcomes:
@@ -251,8 +241,6 @@ async def _outcomes() -> _Outcomes:
         FROM signals s""")  # fmt: skip
     for signal_id, status, code, stamp, processed, published, reasons, answered in rows:
         out.stamps[signal_id] = float(stamp)
-        if signal_id.startswith("probe-") and published is not None:
-            out.published_ms[signal_id] = float(published)
         if not signal_id.startswith("bench-flood-"):
             continue
         out.settled += status in ("accepted", "rejected")
@@ -271,27 +259,6 @@ async def _outcomes() -> _Outcomes:
         if processed is not None:
             out.youngest_stale_s = min(out.youngest_stale_s, float(processed) - float(stamp))
     out.links = {link: signal_id for link, signal_id in await _rows("SELECT order_link_id, signal_id FROM orders")}
-    return out
-
-
-@attrs.define
-class _Lines:
-    sent: dict[str, float] = attrs.field(factory=dict)  # orderLinkId → "order sent", epoch ms
-    decided: dict[str, float] = attrs.field(factory=dict)  # signal_id → "signal validated; decision made"
-
-
-def _log_lines(path: Path) -> _Lines:
-    out = _Lines()
-    with path.open(encoding="utf-8", errors="replace") as log:
-        for text in log:
-            if not text.startswith("{") or '"probe-' not in text and '"order sent"' not in text:
-                continue
-            line = json.loads(text)
-            at = datetime.fromisoformat(line["timestamp"]).timestamp() * 1000
-            if line.get("message") == "order sent":
-                out.sent[line["order_link_id"]] = at
-            elif line.get("message") == "signal validated; decision made":
-                out.decided[line["signal_id"]] = at
     return out
 
 
@@ -347,9 +314,7 @@ def _prices(settings: Settings) -> dict[str, Decimal]:
 def table(result: FloodResult) -> str:
     s = result.settings
     share = result.create_rate_limited / result.create_requests if result.create_requests else math.nan
-    closes = [p.close_sent_to_venue_ms for p in result.probes if p.close_sent_to_venue_ms is not None]
-    if s["close_via"] == "api":
-        closes = [p.close_publish_to_venue_ms for p in result.probes if p.close_publish_to_venue_ms is not None]
+    closes = [p.close_to_venue_ms for p in result.probes if p.close_to_venue_ms is not None]
     cancels = [p.cancel_to_venue_ms for p in result.probes if p.cancel_to_venue_ms is not None]
     lane = result.daemon_rate_limits.get("lanes", {})
     cancel_lane, close_lane = lane.get("cancel", {}), lane.get("close", {})
@@ -371,11 +336,8 @@ def table(result: FloodResult) -> str:
         f"waited), other outcomes {result.other_outcomes or 'none'}",
         f"  oldest signal placed: {result.oldest_placed_s:.2f} s old at the venue; youngest stale_signal: "
         f"{result.youngest_stale_s:.2f} s old when answered",
-        f"  close ({'POST /api/v1/positions/{asset}/close' if s['close_via'] == 'api' else 'reduce-only stand-in'}"
-        f", sent → venue): {_ms(closes)}",
-        f"  close publish → venue (includes the flood's queue): "
-        f"{_ms([p.close_publish_to_venue_ms for p in result.probes if p.close_publish_to_venue_ms is not None])}",
-        f"  cancel asked → venue: {_ms(cancels)}; budget cancel lane: {cancel_lane.get('requests', 0)} requests, "
+        f"  close (POST /api/v1/positions/{{asset}}/close → the venue's receipt): {_ms(closes)}",
+        f"  cancel (POST /api/v1/orders/{{id}}/cancel → the venue's cancel): {_ms(cancels)}; budget cancel lane: {cancel_lane.get('requests', 0)} requests, "
         f"{cancel_lane.get('waited', 0)} waited (max {1000 * cancel_lane.get('wait_s_max', 0):.0f} ms); close lane: "
         f"{close_lane.get('requests', 0)} requests, max wait {1000 * close_lane.get('wait_s_max', 0):.0f} ms",
     ]  # fmt: skip

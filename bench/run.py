@@ -59,13 +59,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
              "as 10006; by default they are lifted so the bench measures ordermgr, not the quota")
     add("--rate-limits", action="store_true",
         help="instead of the floor comparison: ordermgr flooded against the venue's enforced Bybit limits "
-             "(bench/ratelimits.py); --symbols, --amount and the --flood-*, --max-age, --probes, --close-via options")
+             "(bench/ratelimits.py); --symbols, --amount and the --flood-*, --max-age, --probes options")
     add("--flood-rate", type=float, default=50, help="--rate-limits: signals/s offered (default 50)")
     add("--flood-seconds", type=float, default=20, help="--rate-limits: how long (default 20)")
     add("--max-age", type=float, default=5, help="--rate-limits: ORDERMANAGER_SIGNAL_MAX_AGE_SECONDS (default 5)")
     add("--probes", type=int, default=4, help="--rate-limits: closes and cancels injected during the flood")
-    add("--close-via", choices=("reduce-only", "api"), default="reduce-only",
-        help="--rate-limits: a reduce-only order stands in for the close, or POST /api/v1/positions/{asset}/close")
     add("--count-venue-calls", action="store_true",
         help="venue access log on; reports venue requests per signal by path (adds a little venue CPU)")
     add("--profile", action="store_true", help="py-spy ordermgr during its burst (needs py-spy in the venv)")
@@ -125,7 +123,7 @@ def flood(args: argparse.Namespace) -> int:
                         timeout_s=args.timeout, venue_events=not args.no_venue_events, enforce_limits=True,
                         quiet_pct=args.quiet, price_walk_s=0.0)  # fmt: skip
     options = ratelimits.FloodSettings(rate=args.flood_rate, seconds=args.flood_seconds, symbols=args.symbols,
-                                       max_age_s=args.max_age, probes=args.probes, close_via=args.close_via,
+                                       max_age_s=args.max_age, probes=args.probes,
                                        amount_usdt=args.amount)  # fmt: skip
     print(f"bench: rate-limit flood, {options.rate:g} signals/s over {options.symbols} symbols for "
           f"{options.seconds:g} s ...", flush=True)  # fmt: skip
