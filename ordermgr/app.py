@@ -378,7 +378,6 @@ async def run_trading(
     and the actors, then order updates, timers and the operator desk, then intake innermost (it
     stops first)."""
     wakeup = OutboxWakeup()
-    publisher = Publisher(broker)
     control = TradingControl(ControlStore(store), trigger_settings(config), wakeup.notify)
     await control.load()  # the state in force before the first signal, kept across restarts (§11.4)
     deps = ActorDeps(
@@ -390,6 +389,20 @@ async def run_trading(
     # Mailboxes and the intake stream hold more than the prefetch: routing never waits on a slow symbol.
     capacity = 2 * config.prefetch + 16
     controls.control = control
+    try:
+        await _trade(config, store, broker, exchange, state, stop, sync, leadership, feed, deps, control, wakeup,
+                     capacity)  # fmt: skip
+    finally:  # stopped, or cancelled when the lease is lost: a standby shows no leader's figures
+        controls.control = None
+        sync.attach(None)
+
+
+async def _trade(
+    config: Config, store: PgStore, broker: Broker, exchange: BybitExchange, state: ServiceState, stop: anyio.Event,
+    sync: SyncService, leadership: Leadership, feed: MarketFeed, deps: ActorDeps, control: TradingControl,
+    wakeup: OutboxWakeup, capacity: int,
+) -> None:  # fmt: skip
+    publisher = Publisher(broker)
     async with anyio.create_task_group() as events:
         events.start_soon(run_outbox, store, publisher, wakeup)
         events.start_soon(control.run)
@@ -409,7 +422,6 @@ async def run_trading(
                         log.info("ready to take signals")
                         await _take_signals(config, broker, store, exchange, supervisor, wakeup, stop, capacity)
                     state.stopping = True
-                    sync.attach(None)
                     background.cancel_scope.cancel()
                 log.info("stopping: intake closed, draining actors", extra={"timeout_s": config.drain_timeout_s})
                 drain.deadline = anyio.current_time() + config.drain_timeout_s
@@ -417,7 +429,6 @@ async def run_trading(
             log.warning("drain timed out; unacknowledged signals return to the queue")
         await flush_outbox(store, publisher, timeout_s=5.0)
         events.cancel_scope.cancel()
-    controls.control = None
 
 
 async def _reconcile_at_startup(supervisor: Supervisor, store: PgStore) -> None:
