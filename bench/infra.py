@@ -4,6 +4,7 @@ view of what arrived (signed order history through pybit, as a client would read
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -21,11 +22,13 @@ from pybit.exceptions import InvalidRequestError
 from pybit.unified_trading import HTTP
 
 # Its own RabbitMQ virtual host: a `make run` or a test suite on the same broker neither takes the
-# bench's signals nor has its queues deleted by it.
-AMQP_VHOST: Final = "ordermgr-bench"
+# bench's signals nor has its queues deleted by it. ORDERMGR_BENCH_NAME gives a bench its own
+# vhost and database, so two benches (two worktrees) on one machine do not meet.
+_NAME: Final = os.environ.get("ORDERMGR_BENCH_NAME", "")
+AMQP_VHOST: Final = "ordermgr-bench" + (f"-{_NAME}" if _NAME else "")
 AMQP_URL: Final = f"amqp://guest:guest@127.0.0.1:5672/{AMQP_VHOST}"
 ADMIN_DSN: Final = "host=127.0.0.1 port=5432 dbname=postgres user=postgres"
-BENCH_DB: Final = "ordermgr_bench"
+BENCH_DB: Final = "ordermgr_bench" + (f"_{_NAME}" if _NAME else "")
 BENCH_DSN: Final = f"host=127.0.0.1 port=5432 dbname={BENCH_DB} user=postgres"
 SIGNAL_QUEUE: Final = "model-service.trading_signals"
 # Every queue a run touches: the input, the venue's order stream, the daemon's output.
