@@ -202,8 +202,24 @@ class OrderEventDelivery:
     delivery: Delivery
 
 
+@attrs.frozen
+class OutgoingMessage:
+    """One persistent message for the default exchange, routed to ``queue``."""
+
+    queue: str
+    body: bytes
+    message_id: str
+    headers: Mapping[str, object] = attrs.field(factory=dict)
+
+
 class EventPublisher(Protocol):
     async def publish(self, queue: str, body: bytes, *, message_id: str, headers: Mapping[str, object]) -> None:
         """Publish one persistent message and wait for the broker's confirm; raises
         ``BrokerUnavailable`` when it cannot."""
+        ...
+
+    async def publish_all(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Publish every message, in order, and wait for all their confirms together (one wait
+        for the batch, not one per message); raises ``BrokerUnavailable`` unless every one was
+        confirmed (then any of them may have arrived: publishing is at least once)."""
         ...

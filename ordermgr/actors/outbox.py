@@ -9,7 +9,7 @@ import logging
 import anyio
 
 from ordermgr.domain.errors import BrokerUnavailable, StoreUnavailable
-from ordermgr.ports import EventPublisher, Store
+from ordermgr.ports import EventPublisher, OutgoingMessage, Store
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,14 @@ class OutboxWakeup:
 
 
 async def publish_pending(store: Store, publisher: EventPublisher, *, batch: int = 200) -> int:
-    """Publish one batch of unpublished events in commit order, each to its queue; return how
-    many were sent."""
+    """Publish what is waiting (up to ``batch`` events) in commit order, each to its queue, under
+    one confirm wait, and mark it published in one statement; return how many were sent. Under
+    load a batch holds whatever was committed meanwhile; a lone event goes alone, at once."""
     rows = await store.unpublished_events(batch)
-    for row in rows:
-        await publisher.publish(
-            row.queue, row.body, message_id=str(row.event_id), headers={"trace_id": row.trace_id or ""}
-        )
     if rows:
+        await publisher.publish_all([
+            OutgoingMessage(row.queue, row.body, str(row.event_id), {"trace_id": row.trace_id or ""}) for row in rows
+        ])  # fmt: skip
         await store.mark_published([row.seq for row in rows])
     return len(rows)
 
