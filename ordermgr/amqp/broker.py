@@ -43,6 +43,72 @@ _AMQP_ERRORS = (
 _CONNECT_ERRORS = (*_AMQP_ERRORS, StopAsyncIteration)
 
 
+class ChannelAcks:
+    """The acknowledgements of one consumer channel, sent together (contract §14.3).
+
+    A delivery's handler acks it once its outcome is committed; what is sent is decided here.
+    Delivery tags on a channel count 1, 2, 3, ... in delivery order. An ack with ``multiple``
+    covers every tag at or below it, so it is sent only for a tag whose every predecessor has
+    been settled by its own handler (acked, or rejected on the wire before): never for a
+    delivery still in hand, nor for one this channel never handed over. Acks that arrive
+    together, or while an earlier delivery is still in hand, so leave as one frame; a lone
+    ack at low load leaves at once, alone. Acks held behind a slow delivery are sent one by
+    one once ``max_held`` wait, so a slow message never holds the prefetch window."""
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel, *, max_held: int) -> None:
+        self._channel = channel
+        self._max_held = max(1, max_held)
+        self._floor = 0  # every tag at or below it is settled on the wire
+        self._done: set[int] = set()  # acked by their handlers, not sent yet
+        self._sent: set[int] = set()  # above the floor and settled on the wire (one by one)
+        self._lock = anyio.Lock()  # frames leave in the order they are decided
+        self.frames = 0  # ack frames sent (for tests and metrics)
+
+    async def ack(self, tag: int, *, multiple: bool = False) -> None:
+        """``multiple``: the caller settles every earlier delivery of the channel with this one
+        (a consumer that acks in bulk, like the ticker feed)."""
+        if multiple:
+            self._done.update(t for t in range(self._floor + 1, tag) if t not in self._sent)
+        if tag <= self._floor or tag in self._sent:
+            return  # settled already: a second ack of one delivery would close the channel
+        self._done.add(tag)
+        async with self._lock:
+            for upto, multiple in self._ready():
+                self.frames += 1
+                await self._channel.basic_ack(upto, multiple=multiple)
+
+    async def reject(self, tag: int) -> None:
+        """Requeue: sent at once, before any ack that could cover the tag."""
+        async with self._lock:
+            await self._channel.basic_reject(tag, requeue=True)
+            self._sent.add(tag)
+            for upto, multiple in self._ready():
+                self.frames += 1
+                await self._channel.basic_ack(upto, multiple=multiple)
+
+    def _ready(self) -> list[tuple[int, bool]]:
+        """What to send now: one ack for the run of settled tags above the floor, and the held
+        ones one by one when too many wait."""
+        frames: list[tuple[int, bool]] = []
+        tag, last, count = self._floor + 1, 0, 0
+        while tag in self._done or tag in self._sent:
+            if tag in self._done:
+                self._done.discard(tag)
+                last, count = tag, count + 1
+            else:
+                self._sent.discard(tag)
+            tag += 1
+        self._floor = tag - 1
+        if count:
+            frames.append((last, count > 1))
+        if len(self._done) >= self._max_held:
+            held = sorted(self._done)
+            frames += [(held_tag, False) for held_tag in held]
+            self._sent.update(held)
+            self._done.clear()
+        return frames
+
+
 @attrs.frozen
 class Delivery:
     """One message handed to us; acknowledge it only once its outcome is committed."""
@@ -50,21 +116,21 @@ class Delivery:
     body: bytes
     headers: Mapping[str, object]
     redelivered: bool
-    _channel: aiormq.abc.AbstractChannel = attrs.field(repr=False)
+    _acks: ChannelAcks = attrs.field(repr=False)
     _tag: int = attrs.field(repr=False)
 
     async def ack(self, *, multiple: bool = False) -> None:
-        """Acknowledge (with ``multiple``, also every earlier delivery of the channel). If the
-        channel has closed meanwhile the broker redelivers the message, which the idempotent
-        handlers absorb."""
+        """Acknowledge (together with others where it can: ``ChannelAcks``); with ``multiple``,
+        the handler says every earlier delivery of the channel is settled too. If the channel has
+        closed meanwhile the broker redelivers the message, which the idempotent handlers absorb."""
         try:
-            await self._channel.basic_ack(self._tag, multiple=multiple)
+            await self._acks.ack(self._tag, multiple=multiple)
         except _AMQP_ERRORS as exc:
             log.warning("ack lost with its channel; the message will be redelivered", extra={"error": str(exc)})
 
     async def requeue(self) -> None:
         try:
-            await self._channel.basic_reject(self._tag, requeue=True)
+            await self._acks.reject(self._tag)
         except _AMQP_ERRORS as exc:
             log.warning("requeue lost with its channel", extra={"error": str(exc)})
 
@@ -158,8 +224,10 @@ async def consume(
             await channel.basic_qos(prefetch_count=prefetch)
             await channel.queue_declare(queue, durable=True, arguments=dict(arguments or {}))
 
+            acks = ChannelAcks(channel, max_held=prefetch // 4)
+
             async def callback(message: aiormq.abc.DeliveredMessage) -> None:
-                await on_delivery(_wrap(message))
+                await on_delivery(_wrap(message, acks))
 
             consumer = await channel.basic_consume(queue, callback, no_ack=False)
             log.info("consuming", extra={"queue": queue})
@@ -216,7 +284,7 @@ def hand_over_to(send: MemoryObjectSendStream[Delivery]) -> Callable[[Delivery],
     return hand_over
 
 
-def _wrap(message: aiormq.abc.DeliveredMessage) -> Delivery:
+def _wrap(message: aiormq.abc.DeliveredMessage, acks: ChannelAcks) -> Delivery:
     properties = message.header.properties
     tag = message.delivery_tag
     assert tag is not None  # consumer deliveries always carry one
@@ -224,7 +292,7 @@ def _wrap(message: aiormq.abc.DeliveredMessage) -> Delivery:
         body=message.body,
         headers=dict(properties.headers or {}),
         redelivered=bool(message.redelivered),
-        channel=message.channel,
+        acks=acks,
         tag=tag,
     )
 

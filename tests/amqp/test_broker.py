@@ -12,7 +12,7 @@ import anyio
 import pytest
 from pamqp import commands as spec
 
-from ordermgr.amqp.broker import Broker, Publisher
+from ordermgr.amqp.broker import Broker, ChannelAcks, Delivery, Publisher, consume
 from ordermgr.domain.errors import BrokerUnavailable
 from ordermgr.ports import OutgoingMessage
 from tests import support
@@ -107,3 +107,159 @@ async def test_a_batch_reaches_the_queue_whole_and_in_order(broker: Broker) -> N
         received.append((message.body, message.header.properties.message_id, message.header.properties.headers))
     assert received == [(f"m{i}".encode(), f"id-{i}", {"trace_id": f"t{i}"}) for i in range(300)]
     await reader.queue_delete(queue)
+
+
+# --- acknowledgements ------------------------------------------------------------------------
+
+
+class AckingChannel:
+    """Stands for aiormq's consumer channel: records the ack and reject frames in order. With
+    ``slow``, each frame's socket write waits for the test to release ``written``."""
+
+    def __init__(self, slow: bool = False) -> None:
+        self.frames: list[tuple[str, int, bool]] = []
+        self.written = anyio.Event()
+        if not slow:
+            self.written.set()
+
+    async def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        self.frames.append(("ack", delivery_tag, multiple))
+        await self.written.wait()
+
+    async def basic_reject(self, delivery_tag: int, *, requeue: bool = True) -> None:
+        self.frames.append(("reject", delivery_tag, requeue))
+        await self.written.wait()
+
+
+def acks_on(channel: AckingChannel, max_held: int = 25) -> ChannelAcks:
+    return ChannelAcks(channel, max_held=max_held)  # type: ignore[arg-type]
+
+
+async def test_a_lone_ack_leaves_at_once_alone() -> None:
+    channel = AckingChannel()
+    acks = acks_on(channel)
+    await acks.ack(1)
+    assert channel.frames == [("ack", 1, False)]
+    await acks.ack(2)
+    assert channel.frames == [("ack", 1, False), ("ack", 2, False)]
+
+
+async def test_an_ack_never_covers_a_delivery_still_in_hand() -> None:
+    """Deliveries 1-4 in hand; 2, 3 and 4 are done first: nothing may leave that covers 1. Once 1
+    is done, one frame covers all four."""
+    channel = AckingChannel()
+    acks = acks_on(channel)
+    for tag in (2, 4, 3):
+        await acks.ack(tag)
+    assert channel.frames == []
+    await acks.ack(1)
+    assert channel.frames == [("ack", 4, True)]
+    await acks.ack(6)  # 5 still in hand
+    await acks.ack(5)
+    assert channel.frames == [("ack", 4, True), ("ack", 6, True)]
+
+
+async def test_acks_that_come_while_one_is_written_leave_together() -> None:
+    channel = AckingChannel(slow=True)
+    acks = acks_on(channel)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(acks.ack, 1)
+        await anyio.wait_all_tasks_blocked()
+        for tag in (2, 3, 4):
+            tg.start_soon(acks.ack, tag)
+        await anyio.wait_all_tasks_blocked()
+        assert channel.frames == [("ack", 1, False)]
+        channel.written.set()
+    assert channel.frames == [("ack", 1, False), ("ack", 4, True)]
+
+
+async def test_acks_held_behind_a_slow_delivery_leave_one_by_one_once_too_many_wait() -> None:
+    """A slow delivery (1) must not hold the prefetch window: with ``max_held`` acks waiting
+    behind it they are sent one by one; 1's own ack later covers what is left."""
+    channel = AckingChannel()
+    acks = acks_on(channel, max_held=3)
+    await acks.ack(2)
+    await acks.ack(3)
+    assert channel.frames == []
+    await acks.ack(4)
+    assert channel.frames == [("ack", 2, False), ("ack", 3, False), ("ack", 4, False)]
+    await acks.ack(6)
+    await acks.ack(1)
+    assert channel.frames[3:] == [("ack", 1, False)]  # 2-4 are settled; 5 is still in hand
+    await acks.ack(5)
+    assert channel.frames[4:] == [("ack", 6, True)]
+
+
+async def test_a_requeued_delivery_is_rejected_before_any_ack_could_cover_it() -> None:
+    channel = AckingChannel()
+    acks = acks_on(channel)
+    await acks.ack(2)
+    await acks.reject(1)
+    await acks.ack(3)
+    assert channel.frames == [("reject", 1, True), ("ack", 2, False), ("ack", 3, False)]
+
+
+async def test_a_bulk_ack_settles_every_earlier_delivery_with_it() -> None:
+    """A consumer that acks in bulk (the ticker feed) says every earlier delivery is settled."""
+    channel = AckingChannel()
+    acks = acks_on(channel)
+    await acks.ack(3, multiple=True)
+    await acks.ack(4)
+    await acks.ack(6, multiple=True)
+    assert channel.frames == [("ack", 3, True), ("ack", 4, False), ("ack", 6, True)]
+
+
+async def test_a_second_ack_of_one_delivery_sends_nothing() -> None:
+    channel = AckingChannel()
+    acks = acks_on(channel, max_held=1)
+    await acks.ack(1)
+    await acks.ack(1)
+    await acks.ack(3)  # sent alone: 2 is in hand, and one may wait
+    await acks.ack(3)
+    assert channel.frames == [("ack", 1, False), ("ack", 3, False)]
+
+
+async def test_the_broker_takes_acks_sent_together_and_held_ones_sent_alone(broker: Broker) -> None:
+    """Against RabbitMQ: deliveries acked out of order, some held and sent alone, some covered by
+    a later ``multiple`` ack. Each message is delivered exactly once (the channel never failed on
+    an ack), none is left unacknowledged, and fewer frames than messages were sent."""
+    queue, count, prefetch = "ordermgr-test.acks", 60, 8
+    connection = await broker.wait_connected()
+    admin = await connection.channel()
+    await admin.queue_declare(queue, durable=True)
+    await admin.queue_purge(queue)
+    publisher = Publisher(broker)
+    await publisher.publish_all(messages(count, queue))
+    received: list[Delivery] = []
+    arrived = anyio.Event()
+
+    async def hold(delivery: Delivery) -> None:
+        received.append(delivery)
+        arrived.set()
+
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: consume(broker, queue, hold, prefetch=prefetch, stop=stop))
+        acked = 0
+        with anyio.fail_after(20):
+            while acked < count:
+                await arrived.wait()
+                arrived = anyio.Event()
+                await anyio.sleep(0.05)  # let the window fill
+                window = received[acked:]
+                # The oldest waits until last: the others are held behind it (and, past
+                # max_held = prefetch // 4, sent alone).
+                for delivery in [*window[1:][::-1], window[0]]:
+                    await delivery.ack()
+                acked += len(window)
+        await anyio.sleep(0.2)
+        tg.cancel_scope.cancel()  # closes the channel: anything unacknowledged returns to the queue
+    assert [d.body for d in received] == [f"m{i}".encode() for i in range(count)]
+    assert not any(d.redelivered for d in received)
+    frames = received[0]._acks.frames  # noqa: SLF001
+    assert frames < count
+    await admin.close()
+    check = await connection.channel()
+    declared = await check.queue_declare(queue, durable=True)
+    assert declared.message_count == 0  # nothing returned unacknowledged
+    await check.queue_delete(queue)
