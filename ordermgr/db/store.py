@@ -3,6 +3,7 @@ this module (callers see ``StoreUnavailable``)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -21,6 +22,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from ordermgr.db.group import GroupWriter, Write
 from ordermgr.domain.decision import link_key
 from ordermgr.domain.errors import Fenced, StaleWrite, StoreUnavailable
 from ordermgr.domain.events import OrderEvent, dumps
@@ -57,6 +59,10 @@ class PgStore:
         # The version of each asset's position row as last read or written here: the next write
         # of that position expects it (a stale copy is refused, contract §13).
         self._position_versions: dict[str, int] = {}
+        # The hot writes (record_decision, record_order) of all actors go through one writer
+        # that commits what is queued together (group commit, contract §14.3).
+        self.writer: GroupWriter[dict[str, Any]] = GroupWriter(self._commit_together, self._commit_alone)
+        self._tasks: contextlib.AsyncExitStack | None = None
 
     @property
     def pool(self) -> AsyncConnectionPool[Any]:
@@ -66,12 +72,34 @@ class PgStore:
     async def __aenter__(self) -> PgStore:
         await anyio.to_thread.run_sync(ZoneInfo, "UTC")  # cached by zoneinfo from now on
         await self._pool.open(wait=False)
+        async with contextlib.AsyncExitStack() as stack:
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tasks.cancel_scope.cancel)  # runs first on the way out
+            await tasks.start(self.writer.run)
+            self._tasks = stack.pop_all()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._tasks is not None:
+            await self._tasks.aclose()
         await self._pool.close(timeout=5)
+
+    async def _commit_together(self, writes: Sequence[Write[dict[str, Any]]]) -> list[dict[str, Any] | None]:
+        """Several hot writes in one transaction and one round trip (pipeline mode, one Sync at
+        the end): all are committed, or, when one fails, none."""
+        async with self.connection() as conn:
+            cursors = []
+            async with conn.pipeline():
+                for write in writes:
+                    cursors.append(await conn.execute(write.statement, write.params))
+            return [await cursor.fetchone() for cursor in cursors]
+
+    async def _commit_alone(self, write: Write[dict[str, Any]]) -> dict[str, Any] | None:
+        async with self.connection() as conn:
+            cursor = await conn.execute(write.statement, write.params)
+            return await cursor.fetchone()
 
     async def ping(self, timeout_s: float = 1.0) -> bool:
         """True when a connection answers ``SELECT 1``. After an outage the pool may still
@@ -192,9 +220,7 @@ class PgStore:
         if first_delivery_size is not None:
             params.update(_new_signal_params(signal, first_delivery_size))
         statement = _RECORD_DECISION if first_delivery_size is None else _RECORD_NEW_DECISION
-        async with self.connection() as conn:
-            cursor = await conn.execute(statement, params)
-            row = await cursor.fetchone()
+        row = await self.writer.execute(statement, params)
         if row is None or row["applies"]:
             return None
         return SignalRecord(signal.signal_id, row["status"], row["attempts"], row["deliveries"], False,
@@ -225,13 +251,11 @@ class PgStore:
             "source": fill.source, "venue_time_ms": fill.venue_time_ms, "fill_id": fill.fill_id,
         } for fill in fills]  # fmt: skip
         write_id = order.last_write or uuid.uuid4()
-        async with self.connection() as conn:
-            await conn.execute(
-                _RECORD_ORDER,
-                {**attrs.asdict(order, recurse=False), "settle": settle_signal, "fills": jsonb(fill_rows),
-                 **self._position_params(position, write_id), "events": _events(*events),
-                 **self.fence_params()},
-            )  # fmt: skip
+        await self.writer.execute(
+            _RECORD_ORDER,
+            {**attrs.asdict(order, recurse=False), "settle": settle_signal, "fills": jsonb(fill_rows),
+             **self._position_params(position, write_id), "events": _events(*events), **self.fence_params()},
+        )  # fmt: skip
         self._wrote_position(position)
 
     async def record_intents(self, orders: Sequence[OrderRecord]) -> None:

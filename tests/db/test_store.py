@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import anyio
 import attrs
 import psycopg
 import pytest
@@ -169,3 +171,107 @@ async def test_a_deposed_leader_commits_no_intent_and_no_order_change(store: PgS
     with psycopg.connect(clean_database) as conn:
         intents = conn.execute("SELECT count(*) FROM orders WHERE signal_id = 's-fenced-2'").fetchone()
     assert intents == (0,) and fills_and_position(clean_database, intent) == (0, None)
+
+
+# --- group commit (contract §14.3): several actors' writes in one round trip, each its own outcome
+
+
+def b_signal(signal_id: str, asset: str) -> Signal:
+    return attrs.evolve(a_signal(signal_id), asset=asset)
+
+
+async def placed_on(store: PgStore, signal_id: str, asset: str) -> OrderRecord:
+    signal = b_signal(signal_id, asset)
+    intent = attrs.evolve(an_intent(signal), order_link_id=f"om-{signal_id}-1-1")
+    assert await store.record_decision(signal, 1, status="processing", orders=[intent], first_delivery_size=100) is None
+    return intent
+
+
+async def together(*writes: Any) -> list[object]:
+    """Start the writes in one go, as actors whose writes queue while the writer is busy; each
+    outcome (None or the exception) in order."""
+    outcomes: list[object] = [None] * len(writes)
+
+    async def one(index: int, write: Any) -> None:
+        try:
+            await write
+        except Exception as exc:  # noqa: BLE001
+            outcomes[index] = exc
+
+    async with anyio.create_task_group() as tg:
+        for index, write in enumerate(writes):
+            tg.start_soon(one, index, write)
+    return outcomes
+
+
+async def test_writes_committed_together_each_get_their_own_outcome(store: PgStore, clean_database: str) -> None:
+    """Three actors' fills in one round trip, one of them from a stale copy: the two others are
+    committed (fill and position), the stale one is refused whole and told so; nothing else is."""
+    eth, sol, btc = [await placed_on(store, f"s-group-{a}", a) for a in ("ETHUSDT", "SOLUSDT", "BTCUSDT")]
+    first, fill, position = filled(btc, "0.004")
+    await store.record_order(first, fills=[fill], position=position)
+    rounds = store.writer.stats.rounds
+    writes = [filled(eth, "0.5"), filled(btc, "0.004"), filled(sol, "2")]  # btc's from the same old copy
+    outcomes = await together(*(store.record_order(after, fills=[f], position=p) for after, f, p in writes))
+    assert store.writer.stats.rounds == rounds + 1  # they went together
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], StaleWrite)
+    assert fills_and_position(clean_database, eth) == (1, Decimal("0.5"))
+    assert fills_and_position(clean_database, sol) == (1, Decimal("2"))
+    assert fills_and_position(clean_database, btc) == (1, Decimal("0.004"))
+
+
+async def test_new_signals_recorded_together_and_a_repeat_among_them_is_told_apart(
+    store: PgStore, clean_database: str
+) -> None:
+    await refuse(store, a_signal("s-known"))
+    outcomes: list[object] = []
+
+    async def decide(signal_id: str) -> None:
+        outcomes.append((signal_id, await refuse(store, a_signal(signal_id))))
+
+    rounds = store.writer.stats.rounds
+    async with anyio.create_task_group() as tg:
+        for signal_id in ("s-new-1", "s-known", "s-new-2"):
+            tg.start_soon(decide, signal_id)
+    assert store.writer.stats.rounds == rounds + 1
+    known = dict(outcomes)
+    assert known["s-new-1"] is None and known["s-new-2"] is None
+    assert isinstance(known["s-known"], SignalRecord) and known["s-known"].deliveries == 2
+    assert stored(clean_database, "s-new-1") == (("rejected", 1, 1, "risk_limit"), 1)
+    assert stored(clean_database, "s-known") == (("rejected", 1, 2, "risk_limit"), 1)
+
+
+async def test_a_deposed_leader_commits_nothing_of_a_group(store: PgStore, clean_database: str) -> None:
+    lease = LeaseStore(store, "instance-a")
+    fence = await lease.acquire(ttl_s=30)
+    assert fence is not None
+    store.fence = fence
+    eth, sol = [await placed_on(store, f"s-gf-{a}", a) for a in ("ETHUSDT", "SOLUSDT")]
+    with psycopg.connect(clean_database, autocommit=True) as conn:
+        conn.execute("UPDATE leader_lease SET expires_at = clock_timestamp()")
+    assert await LeaseStore(store, "instance-b").acquire(ttl_s=30) is not None
+    writes = [filled(eth, "0.5"), filled(sol, "2")]
+    outcomes = await together(*(store.record_order(after, fills=[f], position=p) for after, f, p in writes))
+    assert all(isinstance(outcome, Fenced) for outcome in outcomes)
+    assert fills_and_position(clean_database, eth) == (0, None)
+    assert fills_and_position(clean_database, sol) == (0, None)
+
+
+async def test_round_after_round_with_refusals_the_connection_stays_usable(store: PgStore, clean_database: str) -> None:
+    """Refused rounds roll back on a connection whose statements psycopg prepares after a few
+    uses: later rounds and lone writes still work."""
+    for n in range(8):
+        good, stale = [await placed_on(store, f"s-rr-{n}-{a}", a) for a in ("ETHUSDT", "BTCUSDT")]
+        await store.load_position("ETHUSDT")
+        await store.load_position("BTCUSDT")
+        first, fill, position = filled(stale, "0.001")
+        await store.record_order(first, fills=[fill], position=attrs.evolve(position, size=Decimal("0.001") * (n + 1)))
+        ok, refused = filled(good, "0.1"), filled(stale, "0.001")
+        outcomes = await together(
+            store.record_order(ok[0], fills=[ok[1]], position=attrs.evolve(ok[2], size=Decimal("0.1") * (n + 1))),
+            store.record_order(refused[0], fills=[refused[1]], position=refused[2]),
+        )
+        assert outcomes[0] is None and isinstance(outcomes[1], StaleWrite), n
+    assert store.writer.stats.rounds >= 8
+    assert fills_and_position(clean_database, good) == (1, Decimal("0.8"))
