@@ -132,43 +132,53 @@ class SymbolBook:
     async def apply(self, record: OrderRecord, update: VenueOrder, source: str) -> bool:
         """Merge one venue report of ``record``; True when anything changed. When our copy of the
         order turns out stale, the report is merged again into the database's copy."""
+        return await self.apply_all(record, [update], source)
+
+    async def apply_all(self, record: OrderRecord, updates: list[VenueOrder], source: str) -> bool:
+        """Merge several reports of one order, in the order they came, and commit what they
+        change in one statement (contract §14.3): the same fills, position and events as one
+        by one, in one write. True when anything changed."""
         try:
-            return await self._commit(record, orders.merge(_state(record), update), source, settle_signal=True,
-                                      venue_time_ms=update.updated_ms)  # fmt: skip
+            return await self._commit(record, _merged(record, updates), source, settle_signal=True)
         except StaleWrite:
             fresh = self.open.get(record.order_link_id) or await until_stored(
                 self._deps.store.order_by_link_id, record.order_link_id)  # fmt: skip
             if fresh is None:
                 return False
-            return await self._commit_once(fresh, orders.merge(_state(fresh), update), source, settle_signal=True,
-                                           venue_time_ms=update.updated_ms)  # fmt: skip
+            return await self._commit_once(fresh, _merged(fresh, updates), source, settle_signal=True)
 
     async def _commit_once(
-        self, record: OrderRecord, result: orders.MergeResult, source: str, settle_signal: bool,
-        venue_time_ms: int = 0,
-    ) -> bool:  # fmt: skip
+        self, record: OrderRecord, result: orders.MergeResult | list[Step], source: str, settle_signal: bool
+    ) -> bool:
         """Commit, or leave it when our copy was stale (reloaded by then; sync will tell the rest)."""
         try:
-            return await self._commit(record, result, source, settle_signal, venue_time_ms)
+            return await self._commit(record, result, source, settle_signal)
         except StaleWrite:
             return False
 
     async def _commit(
-        self, record: OrderRecord, result: orders.MergeResult, source: str, settle_signal: bool,
-        venue_time_ms: int = 0,
-    ) -> bool:  # fmt: skip
-        """Write the change; raises StaleWrite (after reloading this order and the position)
-        when the database holds newer versions than our copies: then nothing was written."""
-        if result.event_type is None and result.fill is None:
+        self, record: OrderRecord, result: orders.MergeResult | list[Step], source: str, settle_signal: bool
+    ) -> bool:
+        """Write the change: one merge result, or the steps of several reports of this order
+        (oldest first), all in one write. Raises StaleWrite (after reloading this order and the
+        position) when the database holds newer versions than our copies: then nothing was written."""
+        steps = [(result, 0)] if isinstance(result, orders.MergeResult) else result
+        steps = [(step, ms) for step, ms in steps if step.event_type is not None or step.fill is not None]
+        if not steps:
             return False
         now = self._deps.now()
-        updated = _updated_record(record, result, now)
+        updated = record
         fills: list[FillRecord] = []
-        position = None
-        if result.fill is not None and not record.is_dry_run:
-            fills = await self._fills_of(record, updated, result.fill, source, venue_time_ms)
-            position = await self._moved_position(fills)
-        events = [await self._event(result.event_type, updated)] if result.event_type else []
+        events = []
+        for step, venue_time_ms in steps:
+            after = _updated_record(updated, step, now)
+            if step.fill is not None and not record.is_dry_run:
+                fills += await self._fills_of(updated, after, step.fill, source, venue_time_ms)
+            if step.event_type:
+                events.append(await self._event(step.event_type, after))
+            updated = after
+        updated = attrs.evolve(updated, version=record.version + 1)  # one write: one version on
+        position = await self._moved_position(fills) if fills else None
         try:
             await until_stored(self._deps.store.record_order, updated, events, fills=fills, position=position,
                                settle_signal=settle_signal and record.status == "submitting")  # fmt: skip
@@ -429,6 +439,20 @@ class SymbolBook:
 
 
 # --- conversions --------------------------------------------------------------------------------
+
+Step = tuple[orders.MergeResult, int]  # a merge result and the venue time of the report behind it
+
+
+def _merged(record: OrderRecord, updates: list[VenueOrder]) -> list[Step]:
+    """Each report merged into the state the one before it left, oldest first."""
+    steps: list[Step] = []
+    state = _state(record)
+    for update in updates:
+        result = orders.merge(state, update)
+        steps.append((result, update.updated_ms))
+        state = result.state
+    return steps
+
 
 
 def _executions_after(executions: list[VenueExecution], filled: Decimal) -> list[VenueExecution]:

@@ -73,12 +73,22 @@ class SymbolActor:
         await self.book.load()
         task_status.started()
         async with inbox:
-            async for message in inbox:
-                while self.urgent:
-                    await self._handle(self.urgent.popleft())
-                if not isinstance(message, Nudge):
-                    await self._handle(message)
-                    self.handled += 1
+            async for first in inbox:
+                message: ActorMessage | None = first
+                while message is not None:
+                    while self.urgent:
+                        await self._handle(self.urgent.popleft())
+                    if isinstance(message, OrderUpdate):
+                        # Order updates queued one after another are taken together (contract
+                        # §14.3); the message that ends the run is handled next.
+                        run, message = _run_of_updates(message, inbox)
+                        await self._on_order_updates(run)
+                        self.handled += len(run)
+                        continue
+                    if not isinstance(message, Nudge):
+                        await self._handle(message)
+                        self.handled += 1
+                    message = None
         log.info("symbol actor drained", extra={"asset": self.symbol})
 
     async def _handle(self, message: ActorMessage) -> None:
@@ -118,15 +128,22 @@ class SymbolActor:
     # --- order updates and sync ---------------------------------------------------------------
 
     async def _on_order_update(self, message: OrderUpdate) -> None:
-        link_id = message.order.order_link_id
-        record = self.book.open.get(link_id) or await until_stored(self._deps.store.order_by_link_id, link_id)
-        if record is None:
-            log.info("order update for an order we do not know; sync will adopt it if it is ours",
-                     extra={"asset": self.symbol, "order_link_id": link_id})  # fmt: skip
-        else:
-            await self.book.apply(record, message.order, "ws_gateway")
-        if message.delivery is not None:
-            await message.delivery.ack()
+        await self._on_order_updates([message])
+
+    async def _on_order_updates(self, run: list[OrderUpdate]) -> None:
+        """Reports of the same order that follow one another are merged and committed in one
+        statement; each delivery is acked once what it reported is committed."""
+        for group in _same_order_groups(run):
+            link_id = group[0].order.order_link_id
+            record = self.book.open.get(link_id) or await until_stored(self._deps.store.order_by_link_id, link_id)
+            if record is None:
+                log.info("order update for an order we do not know; sync will adopt it if it is ours",
+                         extra={"asset": self.symbol, "order_link_id": link_id})  # fmt: skip
+            else:
+                await self.book.apply_all(record, [message.order for message in group], "ws_gateway")
+            for message in group:
+                if message.delivery is not None:
+                    await message.delivery.ack()
 
     async def _on_sync(self, message: SyncRequest) -> None:
         result = await self.book.sync()
@@ -365,6 +382,36 @@ class SymbolActor:
 
 
 # --- pure helpers -----------------------------------------------------------------------------
+
+MAX_UPDATE_RUN = 64  # order updates taken from the mailbox in one go
+
+
+def _run_of_updates(
+    first: OrderUpdate, inbox: MemoryObjectReceiveStream[ActorMessage]
+) -> tuple[list[OrderUpdate], ActorMessage | None]:
+    """``first`` and the order updates queued right behind it (only what is there now: nothing
+    waits for more), and the message that ended the run, if any, to be handled next."""
+    run = [first]
+    while len(run) < MAX_UPDATE_RUN:
+        try:
+            message = inbox.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return run, None
+        if not isinstance(message, OrderUpdate):
+            return run, message
+        run.append(message)
+    return run, None
+
+
+def _same_order_groups(run: list[OrderUpdate]) -> list[list[OrderUpdate]]:
+    """Consecutive reports of one order together; the order of reports is kept."""
+    groups: list[list[OrderUpdate]] = []
+    for message in run:
+        if groups and groups[-1][0].order.order_link_id == message.order.order_link_id:
+            groups[-1].append(message)
+        else:
+            groups.append([message])
+    return groups
 
 
 def _answer(reply: Any, value: object) -> None:

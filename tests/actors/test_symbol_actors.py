@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from ordermgr.actors.deps import ActorDeps, ExposureBook
-from ordermgr.actors.messages import SignalReceived
+from ordermgr.actors.messages import GetState, OrderUpdate, SignalReceived
 from ordermgr.actors.supervisor import open_supervisor
 from ordermgr.actors.symbol import SymbolActor
 from ordermgr.db.migrate import apply_migrations
@@ -216,3 +216,60 @@ async def test_without_an_age_limit_orders_carry_no_deadline(store: PgStore) -> 
     message, delivery = received("any-age-1", "BTCUSDT", age_s=3600)
     await run_one(store, venue, message, delivery, max_age_s=0)
     assert [request.not_after for request in venue.placed] == [None]
+
+
+def report(request: OrderRequest, order_id: str, status: str, filled: str, price: str, ms: int) -> VenueOrder:
+    qty, cum = request.qty, Decimal(filled)
+    return VenueOrder(order_id=order_id, order_link_id=request.order_link_id, symbol=request.symbol, side=request.side,
+                      order_type="Market", status=status, qty=qty, price=None, cum_exec_qty=cum,
+                      cum_exec_value=cum * Decimal(price), cum_exec_fee=cum * Decimal("0.0001"), avg_price=Decimal(price),
+                      leaves_qty=qty - cum, reject_reason="", created_ms=ms, updated_ms=ms)  # fmt: skip
+
+
+async def test_order_updates_queued_together_are_merged_into_one_write(store: PgStore, clean_database: str) -> None:
+    """Three reports of one order wait in the mailbox behind a slow signal: they are taken
+    together and committed in one statement, with the same fills, position and events as one
+    by one, and each delivery is acked once they are committed."""
+    venue = FakeVenue()
+    writes: list[str] = []
+    record_order = store.record_order
+
+    async def counted(order: Any, *args: Any, **kwargs: Any) -> None:
+        writes.append(order.order_link_id)
+        await record_order(order, *args, **kwargs)
+
+    store.record_order = counted  # type: ignore[method-assign]
+    with anyio.fail_after(10):
+        async with open_supervisor(lambda symbol: SymbolActor(symbol, deps(store, venue)), 16) as supervisor:
+            message, delivery = received("merge-1", "BTCUSDT")
+            await supervisor.route("BTCUSDT", message)
+            await delivery.acked.wait()
+            [placed] = venue.placed
+            venue.stalled.add("BTCUSDT")  # the next signal's venue call hangs: updates queue behind it
+            slow, slow_delivery = received("merge-2", "BTCUSDT")
+            await supervisor.route("BTCUSDT", slow)
+            await anyio.wait_all_tasks_blocked()
+            half = placed.qty / 2
+            updates = [report(placed, "venue-1", "PartiallyFilled", str(half / 2), "100", 1),
+                       report(placed, "venue-1", "PartiallyFilled", str(half), "100", 2),
+                       report(placed, "venue-1", "Filled", str(placed.qty), "100", 3)]  # fmt: skip
+            deliveries = [FakeDelivery() for _ in updates]
+            writes.clear()
+            for update, update_delivery in zip(updates, deliveries):
+                await supervisor.route("BTCUSDT", OrderUpdate(update, update_delivery))
+            venue.release.set()
+            await slow_delivery.acked.wait()
+            for update_delivery in deliveries:
+                await update_delivery.acked.wait()
+            second = venue.placed[1]
+            await supervisor.ask(GetState)  # a barrier: everything before it is handled
+    assert writes == [second.order_link_id, placed.order_link_id]  # merge-2's placement, then one write of three
+    fills = stored(clean_database, "SELECT quantity FROM order_fills WHERE signal_id = 'merge-1' ORDER BY id")
+    assert [row[0] for row in fills] == [half / 2, half / 2, half]
+    [(status, filled, version)] = stored(
+        clean_database, f"SELECT status, filled_quantity, version FROM orders WHERE order_link_id = '{placed.order_link_id}'")
+    assert (status, filled, version) == ("filled", placed.qty, 2)  # placement, then the merged write
+    events = stored(clean_database, "SELECT event_type FROM order_events_outbox WHERE signal_id = 'merge-1' ORDER BY seq")
+    assert [row[0] for row in events] == ["created", "partially_filled", "partially_filled", "filled"]
+    [(size,)] = stored(clean_database, "SELECT size FROM positions WHERE asset = 'BTCUSDT'")
+    assert size == placed.qty
