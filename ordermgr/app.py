@@ -418,7 +418,7 @@ async def _trade(
                     background.start_soon(feed.run, broker, exchange)
                     if await unless_stopped(stop, lambda: _reconcile_at_startup(supervisor, store)):
                         state.reconciled = True
-                        _start_timers(background, config, supervisor, exchange)
+                        _start_timers(background, config, supervisor, exchange, store)
                         log.info("ready to take signals")
                         await _take_signals(config, broker, store, exchange, supervisor, wakeup, stop, capacity)
                     state.stopping = True
@@ -444,24 +444,27 @@ async def _reconcile_at_startup(supervisor: Supervisor, store: PgStore) -> None:
         "updated_orders": sum(r.updated_orders for r in replies.values())})  # fmt: skip
 
 
-def _start_timers(tg: anyio.abc.TaskGroup, config: Config, supervisor: Supervisor, exchange: BybitExchange) -> None:
+def _start_timers(
+    tg: anyio.abc.TaskGroup, config: Config, supervisor: Supervisor, exchange: BybitExchange, store: PgStore
+) -> None:
     tg.start_soon(every, config.sync_interval_s, sync_tick(supervisor))
     tg.start_soon(every, config.position_snapshot_interval_s, snapshot_tick(supervisor))
     if not config.dry_run:
         tg.start_soon(every, config.position_validation_interval_s, validation_tick(supervisor, exchange))
-    tg.start_soon(every, config.metrics_interval_s, lambda: _log_metrics(supervisor, exchange.rate_limits))
+    tg.start_soon(every, config.metrics_interval_s, lambda: _log_metrics(supervisor, exchange.rate_limits, store))
 
 
-async def _log_metrics(supervisor: Supervisor, rate_limits: Callable[[], BudgetFigures]) -> None:
+async def _log_metrics(supervisor: Supervisor, rate_limits: Callable[[], BudgetFigures], store: PgStore) -> None:
     """Contract §10: one symbol_metrics line per active symbol every metrics interval (with the
     time its requests waited for the rate-limit budget), then one service_metrics line with the
-    totals and the budget's figures."""
+    totals, the budget's figures and the group commit's (rounds, writes, the largest)."""
     metrics, budget = supervisor.symbol_metrics(), rate_limits()
     for symbol, figures in metrics.items():
         waits, waited_s = budget.waits_by_symbol.get(symbol, (0, 0.0))
         log.info("symbol_metrics", extra={**metrics_log_fields(symbol, figures), "rate_limit_waits": waits,
                                           "rate_limit_wait_s": round(waited_s, 3)})  # fmt: skip
-    log.info("service_metrics", extra={**service_log_fields(metrics), "rate_limits": budget.as_fields()})
+    log.info("service_metrics", extra={**service_log_fields(metrics), "rate_limits": budget.as_fields(),
+                                       "group_commit": attrs.asdict(store.writer.stats)})  # fmt: skip
 
 
 async def _follow_orders(broker: Broker, supervisor: Supervisor, prefetch: int, capacity: int) -> None:
