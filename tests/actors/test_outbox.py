@@ -45,7 +45,8 @@ class Publisher:
 
 def rows(n: int) -> list[OutboxRow]:
     queues = ("order-manager.order_events", "order-manager.trading_state")
-    return [OutboxRow(seq, uuid.uuid4(), f"t{seq}", f"e{seq}".encode(), queues[seq % 7 == 0]) for seq in range(1, n + 1)]
+    return [OutboxRow(seq, uuid.uuid4(), f"t{seq}", f"e{seq}".encode(), queues[seq % 7 == 0])
+            for seq in range(1, n + 1)]
 
 
 async def test_what_is_waiting_goes_as_one_batch_in_commit_order_and_is_marked_in_one_statement() -> None:

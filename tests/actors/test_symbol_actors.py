@@ -220,10 +220,11 @@ async def test_without_an_age_limit_orders_carry_no_deadline(store: PgStore) -> 
 
 def report(request: OrderRequest, order_id: str, status: str, filled: str, price: str, ms: int) -> VenueOrder:
     qty, cum = request.qty, Decimal(filled)
-    return VenueOrder(order_id=order_id, order_link_id=request.order_link_id, symbol=request.symbol, side=request.side,
-                      order_type="Market", status=status, qty=qty, price=None, cum_exec_qty=cum,
-                      cum_exec_value=cum * Decimal(price), cum_exec_fee=cum * Decimal("0.0001"), avg_price=Decimal(price),
-                      leaves_qty=qty - cum, reject_reason="", created_ms=ms, updated_ms=ms)  # fmt: skip
+    return VenueOrder(order_id=order_id, order_link_id=request.order_link_id, symbol=request.symbol,
+                      side=request.side, order_type="Market", status=status, qty=qty, price=None, cum_exec_qty=cum,
+                      cum_exec_value=cum * Decimal(price), cum_exec_fee=cum * Decimal("0.0001"),
+                      avg_price=Decimal(price), leaves_qty=qty - cum, reject_reason="", created_ms=ms,
+                      updated_ms=ms)  # fmt: skip
 
 
 async def test_order_updates_queued_together_are_merged_into_one_write(store: PgStore, clean_database: str) -> None:
@@ -266,10 +267,11 @@ async def test_order_updates_queued_together_are_merged_into_one_write(store: Pg
     assert writes == [second.order_link_id, placed.order_link_id]  # merge-2's placement, then one write of three
     fills = stored(clean_database, "SELECT quantity FROM order_fills WHERE signal_id = 'merge-1' ORDER BY id")
     assert [row[0] for row in fills] == [half / 2, half / 2, half]
-    [(status, filled, version)] = stored(
-        clean_database, f"SELECT status, filled_quantity, version FROM orders WHERE order_link_id = '{placed.order_link_id}'")
+    [(status, filled, version)] = stored(clean_database, "SELECT status, filled_quantity, version FROM orders"
+                                                         f" WHERE order_link_id = '{placed.order_link_id}'")
     assert (status, filled, version) == ("filled", placed.qty, 2)  # placement, then the merged write
-    events = stored(clean_database, "SELECT event_type FROM order_events_outbox WHERE signal_id = 'merge-1' ORDER BY seq")
+    events = stored(clean_database,
+                    "SELECT event_type FROM order_events_outbox WHERE signal_id = 'merge-1' ORDER BY seq")
     assert [row[0] for row in events] == ["created", "partially_filled", "partially_filled", "filled"]
     [(size,)] = stored(clean_database, "SELECT size FROM positions WHERE asset = 'BTCUSDT'")
     assert size == placed.qty

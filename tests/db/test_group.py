@@ -57,7 +57,9 @@ async def writer_and_db() -> AsyncIterator[tuple[GroupWriter[Row], Database]]:
         tg.cancel_scope.cancel()
 
 
-async def submit(tg: anyio.abc.TaskGroup, writer: GroupWriter[Row], statement: str, outcomes: dict[str, object]) -> None:
+async def submit(
+    tg: anyio.abc.TaskGroup, writer: GroupWriter[Row], statement: str, outcomes: dict[str, object]
+) -> None:
     async def one() -> None:
         try:
             outcomes[statement] = await writer.execute(statement, {})

@@ -183,7 +183,8 @@ def b_signal(signal_id: str, asset: str) -> Signal:
 async def placed_on(store: PgStore, signal_id: str, asset: str) -> OrderRecord:
     signal = b_signal(signal_id, asset)
     intent = attrs.evolve(an_intent(signal), order_link_id=f"om-{signal_id}-1-1")
-    assert await store.record_decision(signal, 1, status="processing", orders=[intent], first_delivery_size=100) is None
+    recorded = await store.record_decision(signal, 1, status="processing", orders=[intent], first_delivery_size=100)
+    assert recorded is None
     return intent
 
 
@@ -258,7 +259,9 @@ async def test_a_deposed_leader_commits_nothing_of_a_group(store: PgStore, clean
     assert fills_and_position(clean_database, sol) == (0, None)
 
 
-async def test_round_after_round_with_refusals_the_connection_stays_usable(store: PgStore, clean_database: str) -> None:
+async def test_round_after_round_with_refusals_the_connection_stays_usable(
+    store: PgStore, clean_database: str
+) -> None:
     """Refused rounds roll back on a connection whose statements psycopg prepares after a few
     uses: later rounds and lone writes still work."""
     for n in range(8):
@@ -266,7 +269,8 @@ async def test_round_after_round_with_refusals_the_connection_stays_usable(store
         await store.load_position("ETHUSDT")
         await store.load_position("BTCUSDT")
         first, fill, position = filled(stale, "0.001")
-        await store.record_order(first, fills=[fill], position=attrs.evolve(position, size=Decimal("0.001") * (n + 1)))
+        moved = attrs.evolve(position, size=Decimal("0.001") * (n + 1))
+        await store.record_order(first, fills=[fill], position=moved)
         ok, refused = filled(good, "0.1"), filled(stale, "0.001")
         outcomes = await together(
             store.record_order(ok[0], fills=[ok[1]], position=attrs.evolve(ok[2], size=Decimal("0.1") * (n + 1))),
