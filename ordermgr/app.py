@@ -509,7 +509,8 @@ async def _take_signals(
     intake_stop = anyio.Event()
     with send:  # closed however we leave, so nothing is left dangling
         async with anyio.create_task_group() as intake:
-            intake.start_soon(lambda: consume(broker, SIGNAL_QUEUE, hand_over_to(send), prefetch=config.prefetch, stop=intake_stop))
+            intake.start_soon(lambda: consume(broker, SIGNAL_QUEUE, hand_over_to(send), prefetch=config.prefetch,
+                                              stop=intake_stop, sole=True))  # fmt: skip
             intake.start_soon(lambda: run_intake(
                 receive, supervisor, store, known_symbols, wakeup.notify))  # fmt: skip
             await stop.wait()

@@ -34,6 +34,9 @@ ORDER_UPDATES_ARGUMENTS: Mapping[str, Any] = {
     "x-overflow": "drop-head",
 }
 TICKER_ARGUMENTS = ORDER_UPDATES_ARGUMENTS  # contract §14.1: declared as ws-gateway.order is
+# How long a new consumer of the signal queue waits for a previous one to go (see consume's ``sole``):
+# far beyond the heartbeat after which RabbitMQ drops a frozen peer.
+SOLE_WAIT_S = 30.0
 # ChannelInvalidStateError (a RuntimeError) is what an ack on a channel the broker closed raises.
 _AMQP_ERRORS = (
     aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError, OSError, TimeoutError,
@@ -211,10 +214,12 @@ async def consume(
     prefetch: int,
     arguments: Mapping[str, Any] | None = None,
     stop: anyio.Event | None = None,
+    sole: bool = False,
 ) -> None:
     """Consume ``queue`` for as long as the task runs (or until ``stop`` is set), re-subscribing
     after each reconnect. ``on_delivery`` runs in aiormq's own task, so it must not block:
-    it hands the delivery on (or requeues it)."""
+    it hands the delivery on (or requeues it). ``sole``: wait for any other consumer to go
+    first (:func:`_previous_consumer_gone`)."""
     stop = stop or anyio.Event()
     while not stop.is_set():
         connection = await broker.wait_connected()
@@ -223,6 +228,8 @@ async def consume(
             channel = await connection.channel(publisher_confirms=False)
             await channel.basic_qos(prefetch_count=prefetch)
             await channel.queue_declare(queue, durable=True, arguments=dict(arguments or {}))
+            if sole:
+                await _previous_consumer_gone(channel, queue, arguments)
 
             acks = ChannelAcks(channel, max_held=prefetch // 4)
 
@@ -243,6 +250,26 @@ async def consume(
         finally:
             if channel is not None and not stop.is_set():
                 await _close_channel(channel)
+
+
+async def _previous_consumer_gone(
+    channel: aiormq.abc.AbstractChannel, queue: str, arguments: Mapping[str, Any] | None, *,
+    every_s: float = 0.2, give_up_s: float = SOLE_WAIT_S,
+) -> None:  # fmt: skip
+    """Per-symbol FIFO across a hand-over: a leader that froze still holds the signals it had
+    prefetched until RabbitMQ notices its connection is dead (its heartbeat), and only then puts
+    them back at the head of the queue. Consuming before that would take newer signals first. So
+    a new leader waits until the queue has no consumer left; past ``give_up_s`` (someone else
+    consumes it for good) it says so and consumes all the same."""
+    waited = 0.0
+    while (await channel.queue_declare(queue, durable=True, arguments=dict(arguments or {}))).consumer_count:
+        if waited == 0.0:
+            log.info("waiting for the previous consumer to go", extra={"queue": queue})
+        if waited >= give_up_s:
+            log.warning("another consumer stays on the queue; consuming beside it", extra={"queue": queue})
+            return
+        await anyio.sleep(every_s)
+        waited += every_s
 
 
 async def _close_channel(channel: aiormq.abc.AbstractChannel) -> None:

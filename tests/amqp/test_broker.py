@@ -16,6 +16,7 @@ from ordermgr.amqp.broker import Broker, ChannelAcks, Delivery, Publisher, consu
 from ordermgr.domain.errors import BrokerUnavailable
 from ordermgr.ports import OutgoingMessage
 from tests import support
+from tests.logwait import watching_logs
 
 pytestmark = pytest.mark.anyio
 
@@ -263,3 +264,49 @@ async def test_the_broker_takes_acks_sent_together_and_held_ones_sent_alone(brok
     declared = await check.queue_declare(queue, durable=True)
     assert declared.message_count == 0  # nothing returned unacknowledged
     await check.queue_delete(queue)
+
+
+async def test_a_sole_consumer_takes_nothing_until_the_previous_one_is_gone(broker: Broker) -> None:
+    """A leader that froze holds the signals it prefetched until RabbitMQ drops its connection,
+    then they go back to the head of the queue. The next leader (``sole``) waits for that, so it
+    takes them first, in their order, and never newer ones before them."""
+    queue = "ordermgr-test.sole"
+    connection = await broker.wait_connected()
+    previous = await connection.channel()
+    await previous.queue_declare(queue, durable=True)
+    await previous.queue_purge(queue)
+    await previous.basic_qos(prefetch_count=10)
+    held = anyio.Event()
+    held_count = 0
+
+    async def frozen(message: aiormq.abc.DeliveredMessage) -> None:  # takes, never acks
+        nonlocal held_count
+        held_count += 1
+        if held_count == 3:
+            held.set()
+
+    await previous.basic_consume(queue, frozen, no_ack=False)
+    publisher = Publisher(broker)
+    await publisher.publish_all(messages(3, queue))
+    with anyio.fail_after(10):
+        await held.wait()
+    received: list[bytes] = []
+    all_five = anyio.Event()
+
+    async def take(delivery: Delivery) -> None:
+        received.append(delivery.body)
+        await delivery.ack()
+        if len(received) == 5:
+            all_five.set()
+
+    stop = anyio.Event()
+    with watching_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: consume(broker, queue, take, prefetch=10, stop=stop, sole=True))
+            await logs.wait_for("waiting for the previous consumer to go")
+            await publisher.publish_all(messages(5, queue)[3:])  # newer ones, while the old consumer holds m0..m2
+            await previous.close()  # RabbitMQ gives its unacknowledged messages back
+            with anyio.fail_after(10):
+                await all_five.wait()
+            stop.set()
+    assert received == [f"m{i}".encode() for i in range(5)]
