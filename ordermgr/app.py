@@ -323,8 +323,59 @@ class _Roles:
             self.state.reconciled = False
 
     async def _trade(self) -> None:
-        await run_trading(self.config, self.store, self.broker, self.exchange, self.state, self.stop, self.sync,
-                          self.controls, self.leadership, self.feed)  # fmt: skip
+        """The leader's work, with a trading control of its own: the state in force is loaded
+        before the first signal (kept across restarts, §11.4)."""
+        wakeup = OutboxWakeup()
+        control = TradingControl(ControlStore(self.store), trigger_settings(self.config), wakeup.notify)
+        await control.load()
+        self.controls.control = control
+        try:
+            await self._run_actors(control, wakeup)
+        finally:  # stopped, or cancelled when the lease is lost: a standby shows no leader's figures
+            self.controls.control = None
+            self.sync.attach(None)
+
+    async def _run_actors(self, control: TradingControl, wakeup: OutboxWakeup) -> None:
+        """Outbox publisher outermost (it flushes last), then the trading control and the actors,
+        then order updates, timers, the operator desk and the market feed, then intake innermost
+        (it stops first)."""
+        config, store, broker, exchange, state, stop = (self.config, self.store, self.broker, self.exchange,
+                                                        self.state, self.stop)  # fmt: skip
+        deps = ActorDeps(
+            store=store, venue=exchange, settings=decision_settings(config), exposure=ExposureBook(),
+            wake_outbox=wakeup.notify, dry_run=config.dry_run, fallback_instruments=default_instruments,
+            resubmit_window_s=config.resubmit_window_s, limit_order_ttl_s=config.limit_order_ttl_s,
+            signal_max_age_s=config.signal_max_age_s, control=control,
+        )  # fmt: skip
+        # Mailboxes and the intake stream hold more than the prefetch: routing never waits on a slow symbol.
+        capacity = 2 * config.prefetch + 16
+        publisher = Publisher(broker)
+        async with anyio.create_task_group() as events:
+            events.start_soon(run_outbox, store, publisher, wakeup)
+            events.start_soon(control.run)
+            with anyio.CancelScope() as drain:
+                async with open_supervisor(lambda symbol: SymbolActor(symbol, deps), capacity) as supervisor:
+                    async with anyio.create_task_group() as background:
+                        background.start_soon(_follow_orders, broker, supervisor, config.prefetch, capacity)
+                        desk = OperatorDesk(supervisor, control, self.sync, store, exchange, deps.now)
+                        requests = RequestStore(store, self.leadership.lease.holder)
+                        woken = self.leadership.listener.next
+                        background.start_soon(lambda: run_desk(requests, desk, lambda: woken(REQUESTS_CHANNEL)))
+                        self.sync.attach(supervisor, exchange)
+                        background.start_soon(self.feed.run, broker, exchange)
+                        if await unless_stopped(stop, lambda: _reconcile_at_startup(supervisor, store)):
+                            state.reconciled = True
+                            _start_timers(background, config, supervisor, exchange, store)
+                            log.info("ready to take signals")
+                            await _take_signals(config, broker, store, exchange, supervisor, wakeup, stop, capacity)
+                        state.stopping = True
+                        background.cancel_scope.cancel()
+                    log.info("stopping: intake closed, draining actors", extra={"timeout_s": config.drain_timeout_s})
+                    drain.deadline = anyio.current_time() + config.drain_timeout_s
+            if drain.cancelled_caught:
+                log.warning("drain timed out; unacknowledged signals return to the queue")
+            await flush_outbox(store, publisher, timeout_s=5.0)
+            events.cancel_scope.cancel()
 
 
 def _paper_config(config: Config) -> PaperConfig:
@@ -346,7 +397,7 @@ class MarketFeed:
     for neither. ``prices``: ws-gateway's ticker stream (§14.1; None when the age limit is 0,
     then every price is read over REST), each symbol's channel asked for at its first signal;
     ``read_wallet``: the balance read in the background (§14.2; not in dry-run, which makes no
-    private call). It runs with the trading (``run_trading``), as the consumers of the other
+    private call). It runs with the trading (``_Roles._trade``), as the consumers of the other
     queues do."""
 
     prices: StreamPrices | None
@@ -368,67 +419,6 @@ class MarketFeed:
                 tg.start_soon(follow_tickers, broker, self.prices.take)
             if self.read_wallet:
                 tg.start_soon(exchange.keep_balance_fresh)
-
-
-async def run_trading(
-    config: Config, store: PgStore, broker: Broker, exchange: BybitExchange, state: ServiceState, stop: anyio.Event,
-    sync: SyncService, controls: _Controls, leadership: Leadership, feed: MarketFeed,
-) -> None:
-    """The leader's work. Outbox publisher outermost (it flushes last), then the trading control
-    and the actors, then order updates, timers and the operator desk, then intake innermost (it
-    stops first)."""
-    wakeup = OutboxWakeup()
-    control = TradingControl(ControlStore(store), trigger_settings(config), wakeup.notify)
-    await control.load()  # the state in force before the first signal, kept across restarts (§11.4)
-    deps = ActorDeps(
-        store=store, venue=exchange, settings=decision_settings(config), exposure=ExposureBook(),
-        wake_outbox=wakeup.notify, dry_run=config.dry_run, fallback_instruments=default_instruments,
-        resubmit_window_s=config.resubmit_window_s, limit_order_ttl_s=config.limit_order_ttl_s,
-        signal_max_age_s=config.signal_max_age_s, control=control,
-    )  # fmt: skip
-    # Mailboxes and the intake stream hold more than the prefetch: routing never waits on a slow symbol.
-    capacity = 2 * config.prefetch + 16
-    controls.control = control
-    try:
-        await _trade(config, store, broker, exchange, state, stop, sync, leadership, feed, deps, control, wakeup,
-                     capacity)  # fmt: skip
-    finally:  # stopped, or cancelled when the lease is lost: a standby shows no leader's figures
-        controls.control = None
-        sync.attach(None)
-
-
-async def _trade(
-    config: Config, store: PgStore, broker: Broker, exchange: BybitExchange, state: ServiceState, stop: anyio.Event,
-    sync: SyncService, leadership: Leadership, feed: MarketFeed, deps: ActorDeps, control: TradingControl,
-    wakeup: OutboxWakeup, capacity: int,
-) -> None:  # fmt: skip
-    publisher = Publisher(broker)
-    async with anyio.create_task_group() as events:
-        events.start_soon(run_outbox, store, publisher, wakeup)
-        events.start_soon(control.run)
-        with anyio.CancelScope() as drain:
-            async with open_supervisor(lambda symbol: SymbolActor(symbol, deps), capacity) as supervisor:
-                async with anyio.create_task_group() as background:
-                    background.start_soon(_follow_orders, broker, supervisor, config.prefetch, capacity)
-                    desk = OperatorDesk(supervisor, control, sync, store, exchange, deps.now)
-                    requests = RequestStore(store, leadership.lease.holder)
-                    background.start_soon(lambda: run_desk(requests, desk, lambda: leadership.listener.next(
-                        REQUESTS_CHANNEL)))  # fmt: skip
-                    sync.attach(supervisor, exchange)
-                    background.start_soon(feed.run, broker, exchange)
-                    if await unless_stopped(stop, lambda: _reconcile_at_startup(supervisor, store)):
-                        state.reconciled = True
-                        _start_timers(background, config, supervisor, exchange, store)
-                        log.info("ready to take signals")
-                        await _take_signals(config, broker, store, exchange, supervisor, wakeup, stop, capacity)
-                    state.stopping = True
-                    background.cancel_scope.cancel()
-                log.info("stopping: intake closed, draining actors", extra={"timeout_s": config.drain_timeout_s})
-                drain.deadline = anyio.current_time() + config.drain_timeout_s
-        if drain.cancelled_caught:
-            log.warning("drain timed out; unacknowledged signals return to the queue")
-        await flush_outbox(store, publisher, timeout_s=5.0)
-        events.cancel_scope.cancel()
 
 
 async def _reconcile_at_startup(supervisor: Supervisor, store: PgStore) -> None:

@@ -30,7 +30,7 @@ from tests.chaos.harness import (
 from tests.service import Daemon, reset_queues
 
 DRAIN_TIMEOUT_S = 10.0  # ORDERMANAGER_DRAIN_TIMEOUT in the daemon's environment (harness.daemon_env)
-FLUSH_BOUND_S = 5.0  # the outbox flush after the drain (app.run_trading)
+FLUSH_BOUND_S = 5.0  # the outbox flush after the drain (app._Roles._run_actors)
 
 
 async def sigkill(conninfo: str, log_dir: Path, sizes: Sizes, result: ScenarioResult) -> ScenarioResult:
