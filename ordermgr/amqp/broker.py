@@ -67,11 +67,7 @@ class ChannelAcks:
         self._lock = anyio.Lock()  # frames leave in the order they are decided
         self.frames = 0  # ack frames sent (for tests and metrics)
 
-    async def ack(self, tag: int, *, multiple: bool = False) -> None:
-        """``multiple``: the caller settles every earlier delivery of the channel with this one
-        (a consumer that acks in bulk, like the ticker feed)."""
-        if multiple:
-            self._done.update(t for t in range(self._floor + 1, tag) if t not in self._sent)
+    async def ack(self, tag: int) -> None:
         if tag <= self._floor or tag in self._sent:
             return  # settled already: a second ack of one delivery would close the channel
         self._done.add(tag)
@@ -119,19 +115,22 @@ class Delivery:
     body: bytes
     headers: Mapping[str, object]
     redelivered: bool
-    _acks: ChannelAcks = attrs.field(repr=False)
+    _acks: ChannelAcks | None = attrs.field(repr=False)  # None: consumed without acks (``no_ack``)
     _tag: int = attrs.field(repr=False)
 
-    async def ack(self, *, multiple: bool = False) -> None:
-        """Acknowledge (together with others where it can: ``ChannelAcks``); with ``multiple``,
-        the handler says every earlier delivery of the channel is settled too. If the channel has
+    async def ack(self) -> None:
+        """Acknowledge (together with others where it can: ``ChannelAcks``). If the channel has
         closed meanwhile the broker redelivers the message, which the idempotent handlers absorb."""
+        if self._acks is None:
+            return  # the broker counted it settled when it sent it
         try:
-            await self._acks.ack(self._tag, multiple=multiple)
+            await self._acks.ack(self._tag)
         except _AMQP_ERRORS as exc:
             log.warning("ack lost with its channel; the message will be redelivered", extra={"error": str(exc)})
 
     async def requeue(self) -> None:
+        if self._acks is None:
+            return  # settled on delivery: there is nothing to give back
         try:
             await self._acks.reject(self._tag)
         except _AMQP_ERRORS as exc:
@@ -215,11 +214,14 @@ async def consume(
     arguments: Mapping[str, Any] | None = None,
     stop: anyio.Event | None = None,
     sole: bool = False,
+    no_ack: bool = False,
 ) -> None:
     """Consume ``queue`` for as long as the task runs (or until ``stop`` is set), re-subscribing
     after each reconnect. ``on_delivery`` runs in aiormq's own task, so it must not block:
     it hands the delivery on (or requeues it). ``sole``: wait for any other consumer to go
-    first (:func:`_previous_consumer_gone`)."""
+    first (:func:`_previous_consumer_gone`). ``no_ack``: the broker counts each message
+    settled as it sends it (for a stream where a message lost with the connection costs
+    nothing); ``ack`` and ``requeue`` then do nothing."""
     stop = stop or anyio.Event()
     while not stop.is_set():
         connection = await broker.wait_connected()
@@ -231,12 +233,12 @@ async def consume(
             if sole:
                 await _previous_consumer_gone(channel, queue, arguments)
 
-            acks = ChannelAcks(channel, max_held=prefetch // 4)
+            acks = None if no_ack else ChannelAcks(channel, max_held=prefetch // 4)
 
             async def callback(message: aiormq.abc.DeliveredMessage) -> None:
                 await on_delivery(_wrap(message, acks))
 
-            consumer = await channel.basic_consume(queue, callback, no_ack=False)
+            consumer = await channel.basic_consume(queue, callback, no_ack=no_ack)
             log.info("consuming", extra={"queue": queue})
             await _until_closed_or_stopped(channel, stop)
             if stop.is_set() and not channel.is_closed:
@@ -311,7 +313,7 @@ def hand_over_to(send: MemoryObjectSendStream[Delivery]) -> Callable[[Delivery],
     return hand_over
 
 
-def _wrap(message: aiormq.abc.DeliveredMessage, acks: ChannelAcks) -> Delivery:
+def _wrap(message: aiormq.abc.DeliveredMessage, acks: ChannelAcks | None) -> Delivery:
     properties = message.header.properties
     tag = message.delivery_tag
     assert tag is not None  # consumer deliveries always carry one

@@ -26,10 +26,9 @@ from ordermgr.ports import OrderEventDelivery
 log = logging.getLogger(__name__)
 
 RECHECK_INTERVAL_S = 60.0
-# Ticker events are small and handled as they arrive: a wide window keeps them flowing while
-# the acknowledgements (in bulk) travel.
-TICKER_PREFETCH = 500
-UNREADABLE_LOG_EVERY_S = 10.0  # a producer sending garbage is logged, not allowed to flood the log
+UNREADABLE_LOG_EVERY_S = 10.0
+# One decoder for every event: ``json.loads`` with options builds a new one per call.
+_DECIMAL_JSON = json.JSONDecoder(parse_float=Decimal)  # a producer sending garbage is logged, not allowed to flood the log
 
 
 def order_of_event(body: bytes) -> VenueOrder | None:
@@ -154,51 +153,36 @@ def ticker_of_event(body: bytes) -> TickerItem:
     """The Bybit ticker item inside a ws-gateway ticker event; ``ValueError`` when it is not one.
     Numbers are read as ``Decimal`` (``parse_float``): a price never passes through a float."""
     try:
-        payload = json.loads(body, parse_float=Decimal)["payload"]
+        payload = _DECIMAL_JSON.decode(body.decode())["payload"]
     except (KeyError, TypeError, RecursionError) as exc:
         raise ValueError(f"not a ws-gateway event: {exc!r}") from None
     return read_ticker_item(payload)
 
 
-class AckableInBulk(Protocol):
-    """A delivery whose ack may cover every earlier one of its channel (``amqp.broker.Delivery``)."""
-
+class HasBody(Protocol):
     @property
     def body(self) -> bytes: ...
 
-    async def ack(self, *, multiple: bool = False) -> None: ...
-
 
 class TickerFeed:
-    """ws-gateway's ticker events, each read and handed to ``take`` as it arrives, and
-    acknowledged in bulk: one ack (``multiple``) for everything read while the last one was on
-    its way, so a burst costs a few acks and a lone event one. An event that cannot be read is
-    logged (at most every ``UNREADABLE_LOG_EVERY_S``, with the count) and acknowledged."""
+    """ws-gateway's ticker events, each read and handed to ``take`` as it arrives. They are
+    consumed without acknowledgements: a ticker event lost with a connection costs nothing (the
+    next one carries the price again, and a price is only used while its own ``ts`` is fresh),
+    and an ack per event would cost as much as reading it. An event that cannot be read is
+    logged (at most every ``UNREADABLE_LOG_EVERY_S``, with the count) and dropped."""
 
     def __init__(self, take: Callable[[TickerItem], None]) -> None:
         self._take = take
-        self._latest: AckableInBulk | None = None
-        self._unacked = anyio.Event()
         self._unreadable = 0
         self._logged_at: float | None = None
         self.events = 0
 
-    async def on_delivery(self, delivery: AckableInBulk) -> None:
+    async def on_delivery(self, delivery: HasBody) -> None:
         self.events += 1
         try:
             self._take(ticker_of_event(delivery.body))
         except ValueError as exc:
             self._note_unreadable(delivery.body, exc)
-        self._latest = delivery
-        self._unacked.set()
-
-    async def acknowledge(self) -> None:
-        while True:
-            await self._unacked.wait()
-            self._unacked = anyio.Event()
-            latest, self._latest = self._latest, None
-            if latest is not None:
-                await latest.ack(multiple=True)
 
     def _note_unreadable(self, body: bytes, exc: ValueError) -> None:
         self._unreadable += 1
@@ -210,11 +194,8 @@ class TickerFeed:
             self._logged_at, self._unreadable = now, 0
 
 
-async def follow_tickers(
-    broker: Broker, take: Callable[[TickerItem], None], *, prefetch: int = TICKER_PREFETCH
-) -> None:
+async def follow_tickers(broker: Broker, take: Callable[[TickerItem], None]) -> None:
     """Consume ``ws-gateway.ticker`` (declared as ws-gateway declares it) into ``take`` until cancelled."""
     feed = TickerFeed(take)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(feed.acknowledge)
-        await consume(broker, TICKER_QUEUE, feed.on_delivery, prefetch=prefetch, arguments=TICKER_ARGUMENTS)
+    # No acks, so no window either (prefetch 0): the broker sends as the events come.
+    await consume(broker, TICKER_QUEUE, feed.on_delivery, prefetch=0, arguments=TICKER_ARGUMENTS, no_ack=True)

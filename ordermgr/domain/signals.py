@@ -162,8 +162,7 @@ def _parse_json(body: bytes) -> _Parsed | Problem:
 
 
 def _loads(text: str) -> object:
-    return json.loads(text, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_NotANumber,
-                      object_pairs_hook=_object)  # fmt: skip
+    return _DECODER.decode(text)
 
 
 def _parse_float(text: str) -> Decimal | _NotANumber:
@@ -187,6 +186,11 @@ def _object(pairs: list[tuple[str, object]]) -> dict[str, object]:
     repeated = _Object(obj)
     repeated.duplicates = tuple(key for key, count in counts.items() if count > 1)
     return repeated
+
+
+# Built once: ``json.loads`` with options builds a decoder per call.
+_DECODER = json.JSONDecoder(parse_float=_parse_float, parse_int=_parse_int, parse_constant=_NotANumber,
+                            object_pairs_hook=_object)  # fmt: skip
 
 
 def _parse_without_deep_values(text: str) -> _Parsed | Problem:

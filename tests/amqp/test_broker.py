@@ -200,16 +200,6 @@ async def test_a_requeued_delivery_is_rejected_before_any_ack_could_cover_it() -
     assert channel.frames == [("reject", 1, True), ("ack", 2, False), ("ack", 3, False)]
 
 
-async def test_a_bulk_ack_settles_every_earlier_delivery_with_it() -> None:
-    """A consumer that acks in bulk (the ticker feed) says every earlier delivery is settled."""
-    channel = AckingChannel()
-    acks = acks_on(channel)
-    await acks.ack(3, multiple=True)
-    await acks.ack(4)
-    await acks.ack(6, multiple=True)
-    assert channel.frames == [("ack", 3, True), ("ack", 4, False), ("ack", 6, True)]
-
-
 async def test_a_second_ack_of_one_delivery_sends_nothing() -> None:
     channel = AckingChannel()
     acks = acks_on(channel, max_held=1)

@@ -113,15 +113,11 @@ SNAPSHOT = {"symbol": "BTCUSDT", "lastPrice": "50000.10", "bid1Price": "50000.00
             "ts": 1733280000000}  # fmt: skip
 
 
-@attrs.define
-class BulkDelivery:
-    """A delivery that records its acks, and whether each covered the earlier ones."""
+@attrs.frozen
+class Body:
+    """A delivery of the ticker queue, which is consumed without acks: only its body counts."""
 
     body: bytes
-    acks: list[tuple[bytes, bool]]
-
-    async def ack(self, *, multiple: bool = False) -> None:
-        self.acks.append((self.body, multiple))
 
 
 def test_a_ticker_event_is_read_as_the_item_it_carries_with_numbers_never_floats() -> None:
@@ -139,20 +135,15 @@ def test_a_message_that_is_not_a_ticker_event_is_a_value_error(body: bytes) -> N
         ticker_of_event(body)
 
 
-async def test_ticker_events_are_taken_as_they_come_and_acknowledged_in_bulk(caplog: pytest.LogCaptureFixture) -> None:
+async def test_ticker_events_are_taken_as_they_come_and_junk_is_logged_and_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     taken: list[str] = []
-    acks: list[tuple[bytes, bool]] = []
     feed = TickerFeed(lambda item: taken.append(str(item.last_price)))
     bodies = [ticker_envelope(SNAPSHOT), b"junk", ticker_envelope({**SNAPSHOT, "type": "delta", "lastPrice": "1.5"})]
-    with caplog.at_level(logging.WARNING, logger="ordermgr"), anyio.fail_after(5):
-        for body in bodies:  # a burst: all read before the acknowledger runs
-            await feed.on_delivery(BulkDelivery(body, acks))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(feed.acknowledge)
-            await anyio.wait_all_tasks_blocked()
-            await feed.on_delivery(BulkDelivery(bodies[0], acks))  # a lone one, later
-            await anyio.wait_all_tasks_blocked()
-            tg.cancel_scope.cancel()
-    assert taken == ["50000.10", "1.5", "50000.10"]
-    assert acks == [(bodies[2], True), (bodies[0], True)]  # one ack for the burst (the junk included), one for the lone
+    with caplog.at_level(logging.WARNING, logger="ordermgr"):
+        for body in bodies:
+            await feed.on_delivery(Body(body))
+    assert taken == ["50000.10", "1.5"]
+    assert feed.events == 3
     assert [r.getMessage() for r in caplog.records] == ["ticker event not understood; dropped"]
