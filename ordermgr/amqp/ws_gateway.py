@@ -26,9 +26,9 @@ from ordermgr.ports import OrderEventDelivery
 log = logging.getLogger(__name__)
 
 RECHECK_INTERVAL_S = 60.0
-UNREADABLE_LOG_EVERY_S = 10.0
+UNREADABLE_LOG_EVERY_S = 10.0  # a producer sending garbage is logged, not allowed to flood the log
 # One decoder for every event: ``json.loads`` with options builds a new one per call.
-_DECIMAL_JSON = json.JSONDecoder(parse_float=Decimal)  # a producer sending garbage is logged, not allowed to flood the log
+_DECIMAL_JSON = json.JSONDecoder(parse_float=Decimal)
 
 
 def order_of_event(body: bytes) -> VenueOrder | None:

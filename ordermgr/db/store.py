@@ -642,4 +642,4 @@ def _order(row: dict[str, Any]) -> OrderRecord:
 
 
 def jsonb(value: object) -> Jsonb:
-    return Jsonb(value, dumps=lambda v: dumps(v).decode())
+    return Jsonb(value, dumps=dumps)  # psycopg takes the bytes as they are

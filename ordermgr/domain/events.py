@@ -47,9 +47,13 @@ def _json_default(value: object) -> object:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+# Built once: ``json.dumps`` with options builds an encoder per call.
+_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"))
+
+
 def dumps(value: object) -> bytes:
     """JSON with Decimals as strings and datetimes as ISO 8601 UTC."""
-    return json.dumps(value, default=_json_default, separators=(",", ":")).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def order_body(order: OrderRecord) -> dict[str, Any]:
