@@ -39,7 +39,7 @@ class Settings:
     count_venue_calls: bool = False  # venue access log on: requests per signal by path
     quiet_pct: float = 25.0  # wait for the machine to be at most this busy before publishing
     quiet_wait_s: float = 120.0
-    profile: bool = False  # py-spy on ordermgr during its burst
+    profile: bool = False  # py-spy on ordermgr during each of its runs
     daemon_env: Mapping[str, str] = attrs.field(factory=dict)  # more of ordermgr's variables
     # The venue's prices step (and its ticker stream publishes) this often, as Bybit pushes
     # tickers every 100 ms; 0 = frozen prices, and every reference price is read over REST.
@@ -265,7 +265,7 @@ async def run_phase(
         if venue_latency_ms:
             await stage.control.set_faults(network_latency_s=venue_latency_ms / 1000)
         pid, venue_pid = stage.child.pid, stage.venue.pid
-        profiled = settings.profile and phase == "burst" and subject.name == "ordermgr"
+        profiled = settings.profile and subject.name == "ordermgr"
         spy = _start_profiler(settings, stage.child, tag) if profiled else None
         if spy is not None:
             await anyio.sleep(0.5)  # let py-spy attach before the first signal

@@ -66,7 +66,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--probes", type=int, default=4, help="--rate-limits: closes and cancels injected during the flood")
     add("--count-venue-calls", action="store_true",
         help="venue access log on; reports venue requests per signal by path (adds a little venue CPU)")
-    add("--profile", action="store_true", help="py-spy ordermgr during its burst (needs py-spy in the venv)")
+    add("--profile", action="store_true", help="py-spy ordermgr during each of its runs (needs py-spy in the venv)")
     add("--quiet", type=float, default=25,
         help="before each run wait (up to 120 s) until the machine is at most this %% busy; 0 = don't wait")
     add("--timeout", type=float, default=600, help="seconds to wait for one run to settle")
