@@ -29,7 +29,10 @@ class OutboxWakeup:
         self._event = anyio.Event()
 
 
-async def publish_pending(store: Store, publisher: EventPublisher, *, batch: int = 200) -> int:
+BATCH = 200  # events published under one confirm wait, at most
+
+
+async def publish_pending(store: Store, publisher: EventPublisher, *, batch: int = BATCH) -> int:
     """Publish what is waiting (up to ``batch`` events) in commit order, each to its queue, under
     one confirm wait, and mark it published in one statement; return how many were sent. Under
     load a batch holds whatever was committed meanwhile; a lone event goes alone, at once."""
@@ -55,7 +58,10 @@ async def run_outbox(store: Store, publisher: EventPublisher, wakeup: OutboxWake
                 log.error("order events waiting for their destination", extra={"error": str(exc)})
             await anyio.sleep(min(5.0, 0.2 * 2**failures))
             continue
-        if sent == 0:
+        if sent < BATCH:
+            # All that was committed before the read has gone. A commit since then has set the
+            # wakeup (it is cleared before each read), so this returns at once; otherwise
+            # reading again would only find nothing, at the cost of a statement per event.
             await wakeup.wait(poll_s)
 
 
