@@ -69,6 +69,17 @@ async def submit(
     tg.start_soon(one)
 
 
+async def queue_behind_a_round_trip(
+    tg: anyio.abc.TaskGroup, writer: GroupWriter[Row], outcomes: dict[str, object]
+) -> None:
+    """"a" goes alone and its round trip is held open (``db.gate``); "b", "c" and "d" queue behind it."""
+    await submit(tg, writer, "a", outcomes)
+    await anyio.wait_all_tasks_blocked()
+    for statement in ("b", "c", "d"):
+        await submit(tg, writer, statement, outcomes)
+    await anyio.wait_all_tasks_blocked()
+
+
 async def test_a_lone_write_goes_at_once_and_alone(writer_and_db: tuple[GroupWriter[Row], Database]) -> None:
     writer, db = writer_and_db
     db.gate = anyio.Event()  # hold the round trip open to look at it
@@ -89,11 +100,7 @@ async def test_writes_that_queue_meanwhile_go_together_in_one_round_trip(
     db.gate = anyio.Event()
     outcomes: dict[str, object] = {}
     async with anyio.create_task_group() as tg:
-        await submit(tg, writer, "a", outcomes)
-        await anyio.wait_all_tasks_blocked()
-        for statement in ("b", "c", "d"):
-            await submit(tg, writer, statement, outcomes)
-        await anyio.wait_all_tasks_blocked()
+        await queue_behind_a_round_trip(tg, writer, outcomes)
         assert db.trips == [("alone", ["a"])]  # b, c, d wait for the round trip in flight
         assert outcomes == {}
         db.gate.set()
@@ -112,11 +119,7 @@ async def test_one_refused_write_fails_neither_the_others_nor_their_outcomes(
     db.gate = anyio.Event()
     outcomes: dict[str, object] = {}
     async with anyio.create_task_group() as tg:
-        await submit(tg, writer, "a", outcomes)
-        await anyio.wait_all_tasks_blocked()
-        for statement in ("b", "c", "d"):
-            await submit(tg, writer, statement, outcomes)
-        await anyio.wait_all_tasks_blocked()
+        await queue_behind_a_round_trip(tg, writer, outcomes)
         db.gate.set()
     assert db.trips[1:] == [("together", ["b", "c", "d"]), ("alone", ["b"]), ("alone", ["c"]), ("alone", ["d"])]
     assert outcomes["b"] == {"done": "b"} and outcomes["d"] == {"done": "d"}
