@@ -85,6 +85,7 @@ class SymbolBook:
         self.position = loaded or Position(self.symbol)
         self.last_price = self.position.last_price
         self._last_fill_ms = await until_stored(store.last_fill_ms, self.symbol)
+        self.share_exposure()
 
     def remember(self, signal: Signal) -> None:
         self._keep_signal(signal.signal_id, signal)
@@ -199,7 +200,7 @@ class SymbolBook:
             self.open[updated.order_link_id] = updated
         else:
             self.open.pop(updated.order_link_id, None)
-        self._deps.exposure.set(self.symbol, self.exposure(), self.committed())
+        self.share_exposure()
         if events:
             self._deps.wake_outbox()
         return True
@@ -250,7 +251,7 @@ class SymbolBook:
                   extra={"asset": self.symbol, "error": str(exc)})  # fmt: skip
         loaded: Position | None = await until_stored(self._deps.store.load_position, self.symbol)
         self.position = loaded or Position(self.symbol)
-        self._deps.exposure.set(self.symbol, self.exposure())
+        self.share_exposure()
 
     async def _reload(self, order_link_id: str, exc: StaleWrite) -> None:
         """Our copy was refused as stale: someone else wrote this symbol (which leadership exists
@@ -266,7 +267,7 @@ class SymbolBook:
         loaded: Position | None = await until_stored(store.load_position, self.symbol)
         self.position = loaded or Position(self.symbol)
         self._last_fill_ms = await until_stored(store.last_fill_ms, self.symbol)
-        self._deps.exposure.set(self.symbol, self.exposure())
+        self.share_exposure()
 
     def _count(self, before: str, after: str) -> None:
         if before == after:
@@ -411,18 +412,17 @@ class SymbolBook:
             await self._reload_position(exc)
             return True
         self.position = adopted
-        self._deps.exposure.set(self.symbol, self.exposure(), self.committed())
+        self.share_exposure()
         return True
 
-    def exposure(self) -> Decimal:
-        """|position| at the last price plus what open orders may still add (contract §7.6)."""
+    def share_exposure(self) -> None:
+        """Tell the risk checks of every symbol this one's exposure (contract §7.6: |position| at
+        the last price plus what open orders may still add) and that addition alone, the notional
+        our open and in-flight orders commit (§14.2; Market ones at the last price)."""
         price = self.last_price or self.position.average_entry_price
-        return abs(self.position.size) * price + self.committed()
-
-    def committed(self) -> Decimal:
-        """The remaining notional of our open and in-flight orders (Market ones at the last price)."""
-        price = self.last_price or self.position.average_entry_price
-        return sum(((o.quantity - o.filled_quantity) * (o.price or price) for o in self.open.values()), Decimal(0))
+        committed = sum(((o.quantity - o.filled_quantity) * (o.price or price) for o in self.open.values()),
+                        Decimal(0))  # fmt: skip
+        self._deps.exposure.set(self.symbol, abs(self.position.size) * price + committed, committed)
 
     async def _event(self, event_type: str, record: OrderRecord) -> Any:
         signal = self._signals.get(record.signal_id)
@@ -452,7 +452,6 @@ def _merged(record: OrderRecord, updates: list[VenueOrder]) -> list[Step]:
         steps.append((result, update.updated_ms))
         state = result.state
     return steps
-
 
 
 def _executions_after(executions: list[VenueExecution], filled: Decimal) -> list[VenueExecution]:

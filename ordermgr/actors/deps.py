@@ -23,7 +23,7 @@ class ExposureBook:
         self._by_symbol: dict[str, Decimal] = {}
         self._committed: dict[str, Decimal] = {}
 
-    def set(self, symbol: str, exposure_usdt: Decimal, committed_usdt: Decimal = Decimal(0)) -> None:
+    def set(self, symbol: str, exposure_usdt: Decimal, committed_usdt: Decimal) -> None:
         self._by_symbol[symbol] = exposure_usdt
         self._committed[symbol] = committed_usdt
 

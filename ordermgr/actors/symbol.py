@@ -104,7 +104,7 @@ class SymbolActor:
             case SignalReceived():
                 await self._on_signal(message)
             case OrderUpdate():
-                await self._on_order_update(message)
+                await self._on_order_updates([message])
             case SyncRequest():
                 await self._on_sync(message)
             case AdoptOrder(order=order, signal_id=signal_id):
@@ -126,9 +126,6 @@ class SymbolActor:
                           position.realized_pnl, self.book.last_price, self.handled)  # fmt: skip
 
     # --- order updates and sync ---------------------------------------------------------------
-
-    async def _on_order_update(self, message: OrderUpdate) -> None:
-        await self._on_order_updates([message])
 
     async def _on_order_updates(self, run: list[OrderUpdate]) -> None:
         """Reports of the same order that follow one another are merged and committed in one
@@ -298,7 +295,7 @@ class SymbolActor:
             instrument, balance = self._deps.fallback_instruments().get(self.symbol), None
         if instrument is None:
             return decision.Refusal("unknown_symbol", f"{self.symbol} is not listed by the venue", {})
-        self._deps.exposure.set(self.symbol, book.exposure(), book.committed())
+        book.share_exposure()
         # Contract §14.2: the venue's figure (read in the background) less what our open and
         # in-flight orders commit. Bybit's own figure already holds margin for resting orders,
         # so this counts them twice: it errs on the safe side.

@@ -275,3 +275,19 @@ async def test_order_updates_queued_together_are_merged_into_one_write(store: Pg
     assert [row[0] for row in events] == ["created", "partially_filled", "partially_filled", "filled"]
     [(size,)] = stored(clean_database, "SELECT size FROM positions WHERE asset = 'BTCUSDT'")
     assert size == placed.qty
+
+
+async def test_a_symbol_loaded_at_start_counts_what_its_open_orders_commit(store: PgStore) -> None:
+    """After a restart the risk checks of every symbol see what a loaded symbol's resting orders
+    commit, before that symbol handles anything (contract §14.2)."""
+    venue = FakeVenue()
+    with anyio.fail_after(10):
+        async with open_supervisor(lambda symbol: SymbolActor(symbol, deps(store, venue)), 8) as supervisor:
+            message, delivery = received("resting", "BTCUSDT", Side.BUY, "0.5")  # a resting Limit buy
+            await supervisor.route("BTCUSDT", message)
+            await delivery.acked.wait()
+        restarted = deps(store, venue)
+        async with open_supervisor(lambda symbol: SymbolActor(symbol, restarted), 8) as supervisor:
+            await supervisor.ensure_actor("BTCUSDT")
+            [order] = supervisor.actors["BTCUSDT"].book.open.values()
+            assert restarted.exposure.committed() == order.quantity * order.price
