@@ -18,6 +18,7 @@ import anyio
 import attrs
 
 from ordermgr.actors import actions
+from ordermgr.actors.book import ACTIVE
 from ordermgr.actors.control import TradingControl
 from ordermgr.actors.messages import ActorMessage, CancelAll, CancelOrder, ClosePosition
 from ordermgr.actors.supervisor import Supervisor
@@ -93,7 +94,7 @@ class OperatorDesk:
             return error(409, "order_not_open", f"order {found.order_link_id} is already {found.status}",
                          status=found.status, order_link_id=found.order_link_id)  # fmt: skip
         assert result.order is not None
-        if result.errors and result.order.status in ("submitting", "pending", "partially_filled"):
+        if result.errors and result.order.status in ACTIVE:
             return error(503, "cancel_failed", f"the venue did not cancel {result.order.order_link_id}; it is still "
                          f"{result.order.status}", errors=list(result.errors), order=order_json(result.order))  # fmt: skip
         return 200, order_json(result.order)
